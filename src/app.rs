@@ -1,0 +1,218 @@
+//! Runs a parsed command line and maps the outcome to an exit code.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::build::{self, BuildSettings, BuildState};
+use crate::cli::{BuildArgs, Cli, Command, InspectArgs, OnErrorArg, ValidateArgs, VarArgs};
+use crate::error::{ExitCode, chain};
+use crate::runner::{OnError, Outcome, RunFailure, Runner};
+use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs, diag::display_path};
+use crate::ui::{self, Event, UiOptions, events::Status};
+
+pub fn run(cli: Cli) -> i32 {
+    let verbosity = if cli.global.quiet {
+        -1
+    } else {
+        cli.global.verbose.min(2) as i8
+    };
+    ui::init(UiOptions {
+        format: cli.global.output,
+        color: cli.global.color,
+        no_progress: cli.global.no_progress,
+        verbosity,
+    });
+    ui::init_tracing(verbosity);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report_error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::BuildFailed.code();
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Build(args) => build(args).await,
+            Command::Validate(args) => validate(&args),
+            Command::Inspect(args) => inspect(&args),
+        }
+    });
+    code.code()
+}
+
+pub fn report_error(message: &str) {
+    ui::emit(Event::Log {
+        level: ui::Level::Error,
+        source: None,
+        message: message.to_string(),
+    });
+}
+
+pub fn new_build_id() -> String {
+    let now = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+    format!("{now}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+}
+
+fn load_options(
+    vars: &VarArgs,
+    build_id: String,
+    version_override: Option<String>,
+) -> Result<LoadOptions, String> {
+    Ok(LoadOptions {
+        vars: VarInputs {
+            cli: VarInputs::parse_cli(&vars.vars)?,
+            files: vars.var_files.clone(),
+            use_env: true,
+        },
+        build_id,
+        version_override,
+    })
+}
+
+fn load(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<Loaded, ExitCode> {
+    let options = load_options(vars, new_build_id(), version).map_err(|e| {
+        report_error(&e);
+        ExitCode::Usage
+    })?;
+    template::load(path, &options).map_err(|e| {
+        report_template_error(&e);
+        ExitCode::Usage
+    })
+}
+
+fn report_template_error(e: &TemplateError) {
+    match e {
+        // Diagnostics are already complete; print them as they are.
+        TemplateError::Invalid(d) => {
+            if ui::is_json() {
+                report_error(&d.to_string());
+            } else {
+                ui::eprintln_raw(&d.to_string());
+            }
+        }
+        other => report_error(&chain(other)),
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let mut worst = ExitCode::Success;
+    for path in &args.templates {
+        match load(path, &args.vars, None) {
+            Ok(loaded) => match build::plan(&loaded) {
+                Ok(_) => ui::info(format!("{}: ok", display_path(path))),
+                Err(e) => {
+                    report_error(&format!("{}: {}", display_path(path), chain(&e)));
+                    worst = ExitCode::Usage;
+                }
+            },
+            Err(code) => worst = code,
+        }
+    }
+    worst
+}
+
+fn inspect(args: &InspectArgs) -> ExitCode {
+    let loaded = match load(&args.template, &args.vars, None) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let steps = match build::plan(&loaded) {
+        Ok(steps) => steps.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        Err(e) => {
+            report_error(&chain(&e));
+            return ExitCode::Usage;
+        }
+    };
+    let mut doc = serde_json::json!({ "template": loaded.resolved_json(), "steps": steps });
+    crate::redact::scrub_json(&mut doc);
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    println!("{}", crate::redact::scrub(&text));
+    ExitCode::Success
+}
+
+async fn build(args: BuildArgs) -> ExitCode {
+    let loaded = match load(&args.template, &args.vars, args.set_version.clone()) {
+        Ok(l) => Arc::new(l),
+        Err(code) => return code,
+    };
+    let steps = match build::plan(&loaded) {
+        Ok(steps) => steps,
+        Err(e) => {
+            report_error(&chain(&e));
+            return ExitCode::Usage;
+        }
+    };
+    let t = &loaded.template;
+    ui::emit(Event::BuildStarted {
+        build_id: loaded.build_id.clone(),
+        name: t.name.clone(),
+        version: serde_json::to_value(&t.version)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        template: display_path(&loaded.path),
+    });
+    let cancel = CancellationToken::new();
+    let signals = crate::signals::watch(cancel.clone());
+    let on_error = match args.on_error {
+        OnErrorArg::Cleanup => OnError::Cleanup,
+        OnErrorArg::Abort => OnError::Abort,
+    };
+    let started = Instant::now();
+    let mut state = BuildState::new(loaded.clone(), BuildSettings::from_env());
+    let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
+    drop(state);
+    signals.abort();
+    finish(outcome, started)
+}
+
+/// Prints the summary and the `result` event; returns the exit code.
+fn finish(outcome: Outcome, started: Instant) -> ExitCode {
+    let (status, code, error) = match (&outcome.result, outcome.cleanup_errors.is_empty()) {
+        (_, false) => (
+            Status::CleanupFailed,
+            ExitCode::CleanupFailed,
+            outcome.result.as_ref().err().map(|e| chain(e)),
+        ),
+        (Ok(()), true) => (Status::Success, ExitCode::Success, None),
+        (Err(e @ RunFailure::Interrupted { .. }), true) => {
+            (Status::Interrupted, ExitCode::Interrupted, Some(chain(e)))
+        }
+        (Err(e), true) => (Status::Failed, ExitCode::BuildFailed, Some(chain(e))),
+    };
+    if let Some(e) = &error {
+        report_error(e);
+    }
+    let mut left_behind: Vec<String> = outcome
+        .cleanup_errors
+        .iter()
+        .map(|(what, e)| format!("{what} ({e})"))
+        .collect();
+    left_behind.extend(outcome.kept.iter().cloned());
+    for item in &left_behind {
+        ui::eprintln_raw(&format!("    left behind: {item}"));
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    if status == Status::Success {
+        ui::info(format!(
+            "build finished in {}",
+            ui::events::secs(duration_ms)
+        ));
+    }
+    ui::emit(Event::Result {
+        status,
+        exit_code: code.code(),
+        duration_ms,
+        error,
+        steps: outcome.timings,
+        left_behind,
+    });
+    code
+}

@@ -1,0 +1,120 @@
+//! A build: the typed state the steps share, and the list of steps a
+//! template turns into.
+
+mod steps;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::runner::Step;
+use crate::source::Fetched;
+use crate::template::{Builder, Loaded, ProvisionerKind};
+
+pub use steps::{FetchSource, Provision, WorkDir};
+
+/// Options that do not come from the template.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    pub cache_dir: PathBuf,
+    /// Parent of the per-build work directory.
+    pub work_root: PathBuf,
+}
+
+impl BuildSettings {
+    pub fn from_env() -> Self {
+        BuildSettings {
+            cache_dir: crate::source::Fetcher::default_cache_dir(),
+            work_root: std::env::var_os("IMGBUILD_WORK_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
+        }
+    }
+}
+
+/// Everything steps hand to later steps. Fields are filled in pipeline order;
+/// a step that needs one that is missing reports an internal error instead of
+/// panicking (see [`BuildState::require`]).
+pub struct BuildState {
+    pub loaded: Arc<Loaded>,
+    pub settings: BuildSettings,
+    pub work_dir: Option<PathBuf>,
+    pub source: Option<Fetched>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: {what} is not available at this point of the build")]
+pub struct MissingState {
+    what: &'static str,
+}
+
+impl BuildState {
+    pub fn new(loaded: Arc<Loaded>, settings: BuildSettings) -> Self {
+        BuildState {
+            loaded,
+            settings,
+            work_dir: None,
+            source: None,
+        }
+    }
+
+    pub fn require<'a, T>(field: &'a Option<T>, what: &'static str) -> Result<&'a T, MissingState> {
+        field.as_ref().ok_or(MissingState { what })
+    }
+
+    pub fn build_id(&self) -> &str {
+        &self.loaded.build_id
+    }
+}
+
+/// Problems found when turning a valid template into a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "provisioner {index} (`{kind}`) needs a machine, but the `null` builder boots none; use `shell-local`"
+    )]
+    NeedsMachine { index: usize, kind: &'static str },
+    #[error("the `qemu` builder is not available in this build of imgbuild")]
+    BuilderUnavailable,
+}
+
+/// The ordered steps of a build.
+pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError> {
+    let template = &loaded.template;
+    let mut steps: Vec<Box<dyn Step<BuildState>>> = vec![Box::new(WorkDir)];
+    if template.source.is_some() {
+        steps.push(Box::new(FetchSource));
+    }
+    match &template.builder {
+        Builder::Null => {
+            if let Some((index, p)) = template
+                .provisioners
+                .iter()
+                .enumerate()
+                .find(|(_, p)| !matches!(p.kind, ProvisionerKind::ShellLocal(_)))
+            {
+                return Err(PlanError::NeedsMachine {
+                    index,
+                    kind: p.kind.type_name(),
+                });
+            }
+            steps.extend(provision_steps(loaded));
+        }
+        Builder::Qemu(_) => return Err(PlanError::BuilderUnavailable),
+    }
+    Ok(steps)
+}
+
+fn provision_steps(loaded: &Loaded) -> Vec<Box<dyn Step<BuildState>>> {
+    loaded
+        .template
+        .provisioners
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            Box::new(Provision {
+                index,
+                kind: p.kind.type_name(),
+            }) as Box<dyn Step<BuildState>>
+        })
+        .collect()
+}

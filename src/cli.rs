@@ -1,0 +1,179 @@
+//! Command-line interface (clap). `imgbuild TEMPLATE` is short for
+//! `imgbuild build TEMPLATE`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ui::{ColorChoice, OutputFormat};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0    success
+  1    the build failed (everything it created was cleaned up)
+  2    usage or template error
+  3    a cleanup failed: something may be left behind (listed on stderr)
+  130  interrupted (SIGINT/SIGTERM); cleanups ran
+
+Environment:
+  IMGBUILD_VAR_<name>  value of template variable <name>
+  IMGBUILD_CACHE_DIR   download cache (default: $XDG_CACHE_HOME/imgbuild)
+  IMGBUILD_WORK_DIR    parent of per-build work directories (default: $TMPDIR)
+  IMGBUILD_LOG         log filter, e.g. `imgbuild=debug`
+  NO_COLOR             disable colours";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Build, verify and publish golden machine images from JSON templates",
+    long_about = "Build, verify and publish golden machine images from JSON templates.\n\n\
+        `imgbuild TEMPLATE` is short for `imgbuild build TEMPLATE`.",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More output (-v debug, -vv trace)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// When to use colours (NO_COLOR is respected with `auto`)
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    pub color: ColorChoice,
+    /// Never draw progress bars
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// `json`: one JSON event per line on stdout; human text goes to stderr
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text, global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a template
+    Build(BuildArgs),
+    /// Check templates without building (exit 2 if any is invalid)
+    Validate(ValidateArgs),
+    /// Show the resolved template (secrets masked) and the steps a build runs
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct VarArgs {
+    /// Set a template variable (repeatable): --var name=value
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Read variables from a JSON file (repeatable; later files win)
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Template file (JSON with comments)
+    pub template: PathBuf,
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// What to do when a step fails: clean up everything, or keep the VM and work dir for debugging
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Cleanup)]
+    pub on_error: OnErrorArg,
+    /// Use this version instead of the template's `version`
+    #[arg(long, value_name = "VERSION")]
+    pub set_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    Cleanup,
+    Abort,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Template files
+    #[arg(required = true)]
+    pub templates: Vec<PathBuf>,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Template file
+    pub template: PathBuf,
+    #[command(flatten)]
+    pub vars: VarArgs,
+}
+
+const SUBCOMMANDS: [&str; 4] = ["build", "validate", "inspect", "help"];
+
+/// Parses arguments, turning `imgbuild [OPTIONS] FILE ...` into `imgbuild build FILE ...`.
+pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if let Some(pos) = first_positional(&args) {
+        let word = args[pos].to_string_lossy();
+        if !SUBCOMMANDS.contains(&word.as_ref()) && !word.starts_with('-') {
+            args.insert(pos, "build".into());
+        }
+    }
+    Cli::try_parse_from(args)
+}
+
+/// The first argument that is neither an option nor an option's value.
+fn first_positional(args: &[OsString]) -> Option<usize> {
+    const TAKES_VALUE: [&str; 2] = ["--color", "--output"];
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if TAKES_VALUE.contains(&a.as_ref()) {
+            i += 2;
+        } else if a.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        parse_from(args.iter().map(OsString::from)).unwrap()
+    }
+
+    #[test]
+    fn template_alone_means_build() {
+        assert!(matches!(
+            parse(&["imgbuild", "t.json"]).command,
+            Command::Build(_)
+        ));
+        assert!(matches!(
+            parse(&["imgbuild", "--output", "json", "t.json"]).command,
+            Command::Build(_)
+        ));
+        assert!(matches!(
+            parse(&["imgbuild", "validate", "t.json"]).command,
+            Command::Validate(_)
+        ));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

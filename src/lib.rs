@@ -1,0 +1,16 @@
+//! imgbuild: build, verify and publish golden machine images from JSON
+//! templates. The binary (`src/main.rs`) only parses arguments and calls
+//! [`app::run`].
+
+pub mod app;
+pub mod build;
+pub mod cli;
+pub mod error;
+pub mod process;
+pub mod provision;
+pub mod redact;
+pub mod runner;
+pub mod signals;
+pub mod source;
+pub mod template;
+pub mod ui;

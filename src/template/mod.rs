@@ -1,0 +1,214 @@
+//! The template language: JSON with comments, strict typed decoding,
+//! variables and interpolation. See `docs/template.md`.
+
+pub mod decode;
+pub mod diag;
+pub mod interp;
+pub mod jsonc;
+pub mod model;
+pub mod units;
+pub mod vars;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use diag::{Diagnostic, Diagnostics, SourceFile};
+pub use model::*;
+pub use vars::VarInputs;
+
+use decode::{Cx, parse_string};
+use interp::{BuildVars, Interpolator};
+use jsonc::Node;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {}", diag::display_path(path))]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What the caller knows before the template is read.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub vars: VarInputs,
+    pub build_id: String,
+    /// `--set-version`: replaces the template's `version`.
+    pub version_override: Option<String>,
+}
+
+/// A template read, validated and interpolated.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub template: Template,
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub file: Arc<SourceFile>,
+    /// The document as parsed, before interpolation (for `fmt` and digests).
+    pub raw: Node,
+    pub build_id: String,
+    /// Every variable's value (secrets included: never print these).
+    pub variable_values: std::collections::BTreeMap<String, String>,
+}
+
+const TOP_LEVEL_REQUIRED: [&str; 2] = ["name", "builder"];
+
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, TemplateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let file = SourceFile::new(path.clone(), text);
+    let raw = jsonc::parse(&file.text).map_err(|e| {
+        TemplateError::Invalid(Diagnostics(vec![Diagnostic {
+            file: file.clone(),
+            span: e.span,
+            path: String::new(),
+            message: e.message,
+            help: None,
+        }]))
+    })?;
+    let (template, variable_values) = decode_template(&raw, &file, &dir, options)?;
+    Ok(Loaded {
+        template,
+        path,
+        dir,
+        file,
+        raw,
+        build_id: options.build_id.clone(),
+        variable_values,
+    })
+}
+
+fn decode_template(
+    raw: &Node,
+    file: &Arc<SourceFile>,
+    dir: &Path,
+    options: &LoadOptions,
+) -> Result<(Template, std::collections::BTreeMap<String, String>), TemplateError> {
+    let mut interp = Interpolator {
+        template_dir: dir.to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    // Variables come first: everything else may interpolate them.
+    let mut declared = Vec::new();
+    let mut early = Cx::new(file.clone(), &interp);
+    let Some(mut top) = early.object(raw) else {
+        return Err(TemplateError::Invalid(Diagnostics(early.errors)));
+    };
+    if let Some(node) = top.node("variables") {
+        declared = early.in_field("variables", |cx| vars::read_declarations(node, cx));
+    }
+    let mut errors = early.errors;
+    let values = vars::resolve(&declared, &options.vars, &interp)?;
+    let (table, shown) = vars::finish(&declared, &values);
+    interp.vars = table;
+
+    // `name` and `version` next: `build.*` is made of them.
+    let mut cx = Cx::new(file.clone(), &interp);
+    vars::check_required(&declared, &values, &mut cx);
+    let name = top
+        .req::<String>(&mut cx, "name")
+        .and_then(|n| check(&mut cx, &mut top, "name", n));
+    let version = read_version(&mut top, &mut cx, options);
+    errors.append(&mut cx.errors);
+
+    interp.build = Some(BuildVars {
+        name: name.clone().unwrap_or_default(),
+        version: match &version {
+            Some(VersionSpec::Exact(v)) => v.clone(),
+            _ => "auto".into(),
+        },
+        id: options.build_id.clone(),
+    });
+    let mut cx = Cx::new(file.clone(), &interp);
+    let description = top.opt::<String>(&mut cx, "description");
+    let builder = top.req::<Builder>(&mut cx, "builder");
+    let source = match builder {
+        Some(Builder::Null) => top.opt::<Source>(&mut cx, "source"),
+        _ => top.req::<Source>(&mut cx, "source"),
+    };
+    let provisioners = top.or_default::<Vec<Provisioner>>(&mut cx, "provisioners");
+    let verify = top.or_default::<Vec<Check>>(&mut cx, "verify");
+    let export = top.opt::<Export>(&mut cx, "export");
+    top.finish(&mut cx);
+    errors.append(&mut cx.errors);
+    errors.sort_by_key(|d| d.span.start);
+    if !errors.is_empty() {
+        return Err(TemplateError::Invalid(Diagnostics(errors)));
+    }
+    let missing =
+        || TemplateError::Usage(format!("template is missing one of {TOP_LEVEL_REQUIRED:?}"));
+    let values = values
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+    let template = Template {
+        name: name.ok_or_else(missing)?,
+        version: version.ok_or_else(missing)?,
+        description,
+        variables: shown,
+        source,
+        builder: builder.ok_or_else(missing)?,
+        provisioners,
+        verify,
+        export: export.unwrap_or_default(),
+    };
+    Ok((template, values))
+}
+
+fn check(
+    cx: &mut Cx,
+    top: &mut decode::ObjectReader,
+    field: &'static str,
+    name: String,
+) -> Option<String> {
+    match model::validate_name(&name) {
+        Ok(()) => Some(name),
+        Err(e) => {
+            let span = top.node(field).map(|n| n.span).unwrap_or(top.span);
+            cx.in_field(field, |cx| cx.error(span, e));
+            None
+        }
+    }
+}
+
+fn read_version(
+    top: &mut decode::ObjectReader,
+    cx: &mut Cx,
+    options: &LoadOptions,
+) -> Option<VersionSpec> {
+    let node = top.node("version");
+    if let Some(v) = &options.version_override {
+        return match v.parse::<VersionSpec>() {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                cx.error(top.span, format!("--set-version: {e}"));
+                None
+            }
+        };
+    }
+    match node {
+        Some(node) => cx.in_field("version", |cx| {
+            parse_string(node, cx, |s| s.parse::<VersionSpec>())
+        }),
+        None => Some(VersionSpec::Auto),
+    }
+}
+
+impl Loaded {
+    /// The resolved template as JSON, secrets masked.
+    pub fn resolved_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(&self.template).unwrap_or_default();
+        crate::redact::scrub_json(&mut value);
+        value
+    }
+}

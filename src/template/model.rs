@@ -1,0 +1,1067 @@
+//! The typed template: what a build is made of, after variables and
+//! interpolation. Decoding lives beside each type so a field's name, default
+//! and validation are read in one place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use super::decode::{Cx, Decode, ObjectReader, one_of, parse_string, type_tag};
+use super::jsonc::{Node, NodeKind};
+use super::units::{Dur, Size};
+use crate::redact;
+use crate::source::{Checksum, DigestAlgo};
+
+/// A value that must never be shown: it prints and serializes as `<sensitive>`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        redact::register(&value);
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(redact::MASK)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(redact::MASK)
+    }
+}
+
+impl Decode for Secret {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        String::decode(node, cx).map(Secret::new)
+    }
+}
+
+/// A path from the template: kept as written, resolved against the template's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplatePath {
+    pub written: String,
+    pub resolved: PathBuf,
+}
+
+impl TemplatePath {
+    pub fn resolve(written: String, template_dir: &Path) -> Self {
+        let resolved = template_dir.join(&written);
+        TemplatePath { written, resolved }
+    }
+}
+
+impl Serialize for TemplatePath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.written)
+    }
+}
+
+impl Decode for TemplatePath {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let written = String::decode(node, cx)?;
+        if written.is_empty() {
+            cx.error(node.span, "expected a path, found an empty string");
+            return None;
+        }
+        let dir = PathBuf::from(&cx.interp.template_dir);
+        Some(TemplatePath::resolve(written, &dir))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Template {
+    pub name: String,
+    pub version: VersionSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub variables: BTreeMap<String, Variable>,
+    /// Absent only for the `null` builder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    pub builder: Builder,
+    pub provisioners: Vec<Provisioner>,
+    pub verify: Vec<Check>,
+    pub export: Export,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Variable {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub required: bool,
+    pub sensitive: bool,
+    /// The value the build uses (secret ones print as `<sensitive>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<VarShown>,
+}
+
+#[derive(Debug, Clone)]
+pub enum VarShown {
+    Plain(String),
+    Sensitive,
+}
+
+impl Serialize for VarShown {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            VarShown::Plain(v) => s.serialize_str(v),
+            VarShown::Sensitive => s.serialize_str(redact::MASK),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSpec {
+    /// `YYYY.MM.DD.N`, the next free number of the day in the store.
+    Auto,
+    Exact(String),
+}
+
+impl Serialize for VersionSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            VersionSpec::Auto => s.serialize_str("auto"),
+            VersionSpec::Exact(v) => s.serialize_str(v),
+        }
+    }
+}
+
+impl std::str::FromStr for VersionSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(VersionSpec::Auto);
+        }
+        if is_semver(s) || is_date_version(s) {
+            Ok(VersionSpec::Exact(s.to_string()))
+        } else {
+            Err(format!(
+                "invalid version `{s}`: expected a semantic version like `1.4.0` (optionally `-rc.1`), a date version `YYYY.MM.DD.N`, or `auto`"
+            ))
+        }
+    }
+}
+
+fn is_semver(s: &str) -> bool {
+    let core = s.split(['-', '+']).next().unwrap_or("");
+    let extra_ok = s[core.len()..]
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| is_number(p)) && extra_ok
+}
+
+fn is_date_version(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 4 && parts[0].len() == 4 && parts.iter().all(|p| is_number(p))
+}
+
+fn is_number(p: &str) -> bool {
+    !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
+}
+
+/// Image names become directory names and cloud tags.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name `{name}`: use 1-64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+        ))
+    }
+}
+
+// ---------------------------------------------------------------- source
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Source {
+    CloudImage {
+        url: String,
+        checksum: ChecksumField,
+    },
+    Iso {
+        url: String,
+        checksum: ChecksumField,
+    },
+}
+
+impl Source {
+    pub fn url(&self) -> &str {
+        match self {
+            Source::CloudImage { url, .. } | Source::Iso { url, .. } => url,
+        }
+    }
+
+    pub fn checksum(&self) -> &Checksum {
+        match self {
+            Source::CloudImage { checksum, .. } | Source::Iso { checksum, .. } => &checksum.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChecksumField(pub Checksum);
+
+impl Serialize for ChecksumField {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl Decode for ChecksumField {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        parse_string(node, cx, |s| s.parse::<Checksum>()).map(ChecksumField)
+    }
+}
+
+impl Decode for Source {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let tag = type_tag(node, cx, &mut o, &["cloud-image", "iso"]);
+        let url = o.req::<String>(cx, "url");
+        let checksum = o.req::<ChecksumField>(cx, "checksum");
+        o.finish(cx);
+        let (url, checksum) = (url?, checksum?);
+        match tag?.as_str() {
+            "iso" => Some(Source::Iso { url, checksum }),
+            _ => Some(Source::CloudImage { url, checksum }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- builder
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Builder {
+    Qemu(QemuBuilder),
+    /// Boots nothing: runs `shell-local` steps only. For testing templates and pipelines.
+    Null,
+}
+
+impl Decode for Builder {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let tag = type_tag(node, cx, &mut o, &["qemu", "null"])?;
+        let builder = match tag.as_str() {
+            "null" => Some(Builder::Null),
+            _ => QemuBuilder::read(&mut o, cx).map(Builder::Qemu),
+        };
+        o.finish(cx);
+        builder
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskInterface {
+    Virtio,
+    VirtioScsi,
+    Ide,
+    Nvme,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QemuBuilder {
+    pub accelerator: Accelerator,
+    pub cpus: u32,
+    pub memory: Size,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<Size>,
+    pub disk_interface: DiskInterface,
+    pub machine: String,
+    pub firmware: Firmware,
+    pub qemu_binary: String,
+    pub qemu_args: Vec<String>,
+    pub ssh: SshSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_timeout: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_command: Option<String>,
+    pub shutdown_timeout: Dur,
+    pub cloud_init: CloudInit,
+}
+
+impl QemuBuilder {
+    fn read(o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
+        let accelerator = o.node("accelerator").map_or(Some(Accelerator::Auto), |n| {
+            cx.in_field("accelerator", |cx| {
+                one_of(
+                    n,
+                    cx,
+                    &[
+                        ("auto", Accelerator::Auto),
+                        ("kvm", Accelerator::Kvm),
+                        ("tcg", Accelerator::Tcg),
+                    ],
+                )
+            })
+        });
+        let disk_interface = o
+            .node("disk_interface")
+            .map_or(Some(DiskInterface::Virtio), |n| {
+                cx.in_field("disk_interface", |cx| {
+                    one_of(
+                        n,
+                        cx,
+                        &[
+                            ("virtio", DiskInterface::Virtio),
+                            ("virtio-scsi", DiskInterface::VirtioScsi),
+                            ("ide", DiskInterface::Ide),
+                            ("nvme", DiskInterface::Nvme),
+                        ],
+                    )
+                })
+            });
+        let firmware = o.node("firmware").map_or(Some(Firmware::Bios), |n| {
+            cx.in_field("firmware", |cx| {
+                one_of(n, cx, &[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)])
+            })
+        });
+        let cpus = o.or(cx, "cpus", 1u32);
+        let memory = o.or(cx, "memory", Size(1 << 30));
+        let disk_size = o.opt(cx, "disk_size");
+        let machine = o.or(cx, "machine", "q35".to_string());
+        let qemu_binary = o.or(cx, "qemu_binary", "qemu-system-x86_64".to_string());
+        let qemu_args = o.or_default(cx, "qemu_args");
+        let ssh = o
+            .opt::<SshSettings>(cx, "ssh")
+            .or_else(|| (!o.has("ssh")).then(SshSettings::default));
+        let boot_timeout = o.opt(cx, "boot_timeout");
+        let shutdown_command = o
+            .opt::<String>(cx, "shutdown_command")
+            .filter(|c| !c.trim().is_empty());
+        let shutdown_timeout = o.or(
+            cx,
+            "shutdown_timeout",
+            Dur(std::time::Duration::from_secs(120)),
+        );
+        let cloud_init = o.or(cx, "cloud_init", CloudInit::default());
+        if cpus == 0 {
+            cx.in_field("cpus", |cx| cx.error(o.span, "`cpus` must be at least 1"));
+        }
+        Some(QemuBuilder {
+            accelerator: accelerator?,
+            cpus,
+            memory,
+            disk_size,
+            disk_interface: disk_interface?,
+            machine,
+            firmware: firmware?,
+            qemu_binary,
+            qemu_args,
+            ssh: ssh?,
+            boot_timeout,
+            shutdown_command,
+            shutdown_timeout,
+            cloud_init,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SshSettings {
+    pub username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    pub port: u16,
+    pub timeout: Dur,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_command: Option<String>,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            username: "root".into(),
+            password: None,
+            port: 22,
+            timeout: Dur(std::time::Duration::from_secs(300)),
+            ready_command: None,
+        }
+    }
+}
+
+impl Decode for SshSettings {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let d = SshSettings::default();
+        let s = SshSettings {
+            username: o.or(cx, "username", d.username),
+            password: o.opt(cx, "password"),
+            port: o.or(cx, "port", d.port),
+            timeout: o.or(cx, "timeout", d.timeout),
+            ready_command: o.opt(cx, "ready_command"),
+        };
+        o.finish(cx);
+        Some(s)
+    }
+}
+
+/// The NoCloud seed: on by default for cloud images; `false` turns it off.
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudInit {
+    pub enabled: bool,
+    /// Extra `#cloud-config` YAML merged into the generated user-data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+}
+
+impl Default for CloudInit {
+    fn default() -> Self {
+        CloudInit {
+            enabled: true,
+            user_data: None,
+        }
+    }
+}
+
+impl Decode for CloudInit {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if let NodeKind::Bool(enabled) = node.kind {
+            return Some(CloudInit {
+                enabled,
+                user_data: None,
+            });
+        }
+        let mut o = cx.object(node)?;
+        let c = CloudInit {
+            enabled: o.or(cx, "enabled", true),
+            user_data: o.opt(cx, "user_data"),
+        };
+        o.finish(cx);
+        Some(c)
+    }
+}
+
+// ---------------------------------------------------------------- provisioners
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Provisioner {
+    #[serde(flatten)]
+    pub kind: ProvisionerKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_before: Option<Dur>,
+    pub max_retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ProvisionerKind {
+    Shell(Shell),
+    File(FileTransfer),
+    ShellLocal(ShellLocal),
+}
+
+impl ProvisionerKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ProvisionerKind::Shell(_) => "shell",
+            ProvisionerKind::File(_) => "file",
+            ProvisionerKind::ShellLocal(_) => "shell-local",
+        }
+    }
+}
+
+impl Decode for Provisioner {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let tag = type_tag(node, cx, &mut o, &["shell", "file", "shell-local"]);
+        let pause_before = o.opt(cx, "pause_before");
+        let max_retries = o.or(cx, "max_retries", 0u32);
+        let timeout = o.opt(cx, "timeout");
+        let kind = match tag.as_deref() {
+            Some("shell") => Shell::read(node, &mut o, cx).map(ProvisionerKind::Shell),
+            Some("file") => FileTransfer::read(node, &mut o, cx).map(ProvisionerKind::File),
+            Some("shell-local") => {
+                ShellLocal::read(node, &mut o, cx).map(ProvisionerKind::ShellLocal)
+            }
+            _ => None,
+        };
+        // Without a valid type the other fields cannot be judged; avoid noise.
+        if tag.is_some() {
+            o.finish(cx);
+        }
+        Some(Provisioner {
+            kind: kind?,
+            pause_before,
+            max_retries,
+            timeout,
+        })
+    }
+}
+
+/// The commands of a `shell` or `shell-local` step: exactly one of the three forms.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Commands {
+    Inline(Vec<String>),
+    Script(TemplatePath),
+    Scripts(Vec<TemplatePath>),
+}
+
+impl Commands {
+    fn read(node: &Node, o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
+        let inline = o.opt::<Vec<String>>(cx, "inline");
+        let script = o.opt::<TemplatePath>(cx, "script");
+        let scripts = o.opt::<Vec<TemplatePath>>(cx, "scripts");
+        let given = [o.has("inline"), o.has("script"), o.has("scripts")];
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                cx.error_with_help(
+                    node.span,
+                    "empty provisioner: it has no commands to run",
+                    Some("add one of `inline` (a list of commands), `script` or `scripts`".into()),
+                );
+                None
+            }
+            1 => inline
+                .map(Commands::Inline)
+                .or(script.map(Commands::Script))
+                .or(scripts.map(Commands::Scripts)),
+            _ => {
+                cx.error(
+                    node.span,
+                    "use only one of `inline`, `script` and `scripts`",
+                );
+                None
+            }
+        }
+    }
+
+    /// Script files this step reads from the host, for digests and lint.
+    pub fn files(&self) -> Vec<&TemplatePath> {
+        match self {
+            Commands::Inline(_) => Vec::new(),
+            Commands::Script(p) => vec![p],
+            Commands::Scripts(ps) => ps.iter().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Shell {
+    #[serde(flatten)]
+    pub commands: Commands,
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execute_command: Option<String>,
+    pub expect_disconnect: bool,
+    pub valid_exit_codes: Vec<i32>,
+    pub remote_folder: String,
+}
+
+impl Shell {
+    fn read(node: &Node, o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
+        let commands = Commands::read(node, o, cx);
+        let env = read_env(o, cx);
+        Some(Shell {
+            commands: commands?,
+            env,
+            execute_command: o.opt(cx, "execute_command"),
+            expect_disconnect: o.or(cx, "expect_disconnect", false),
+            valid_exit_codes: o.or(cx, "valid_exit_codes", vec![0]),
+            remote_folder: o.or(cx, "remote_folder", "/tmp".to_string()),
+        })
+    }
+}
+
+fn read_env(o: &mut ObjectReader, cx: &mut Cx) -> BTreeMap<String, String> {
+    let Some(node) = o.node("env") else {
+        return BTreeMap::new();
+    };
+    let env: BTreeMap<String, String> = cx
+        .in_field("env", |cx| Decode::decode(node, cx))
+        .unwrap_or_default();
+    for name in env.keys() {
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            cx.in_field("env", |cx| {
+                cx.error(
+                    node.span,
+                    format!(
+                        "invalid environment variable name `{name}` (use letters, digits and `_`)"
+                    ),
+                )
+            });
+        }
+    }
+    env
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Upload,
+    Download,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileTransfer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<TemplatePath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    pub destination: String,
+    pub direction: Direction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<FileMode>,
+}
+
+impl FileTransfer {
+    fn read(node: &Node, o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
+        let direction = o.node("direction").map_or(Some(Direction::Upload), |n| {
+            cx.in_field("direction", |cx| {
+                one_of(
+                    n,
+                    cx,
+                    &[
+                        ("upload", Direction::Upload),
+                        ("download", Direction::Download),
+                    ],
+                )
+            })
+        })?;
+        let source_node = o.node("source");
+        let source = source_node.and_then(|n| cx.in_field("source", |cx| String::decode(n, cx)));
+        let content = o.opt::<String>(cx, "content");
+        let destination = o.req::<String>(cx, "destination");
+        let mode = o.opt(cx, "mode");
+        if source_node.is_some() == o.has("content") {
+            cx.error(
+                node.span,
+                "a `file` provisioner needs exactly one of `source` and `content`",
+            );
+            return None;
+        }
+        if direction == Direction::Download && content.is_some() {
+            cx.error(node.span, "`content` works only with `direction: upload`");
+            return None;
+        }
+        let destination = destination?;
+        let dir = PathBuf::from(&cx.interp.template_dir);
+        let (source, destination) = match direction {
+            // For downloads the source is in the guest and the destination on the host.
+            Direction::Upload => (source.map(|s| TemplatePath::resolve(s, &dir)), destination),
+            Direction::Download => (
+                source.map(|s| TemplatePath {
+                    resolved: PathBuf::from(&s),
+                    written: s,
+                }),
+                dir.join(&destination).to_string_lossy().into_owned(),
+            ),
+        };
+        Some(FileTransfer {
+            source,
+            content,
+            destination,
+            direction,
+            mode,
+        })
+    }
+}
+
+/// An octal file mode written as a string, e.g. `"0644"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl Serialize for FileMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:04o}", self.0))
+    }
+}
+
+impl Decode for FileMode {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        parse_string(node, cx, |s| match u32::from_str_radix(s, 8) {
+            Ok(v) if v <= 0o7777 && !s.is_empty() => Ok(FileMode(v)),
+            _ => Err(format!(
+                "invalid file mode `{s}`: expected octal digits like \"0644\""
+            )),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShellLocal {
+    #[serde(flatten)]
+    pub commands: Commands,
+    pub env: BTreeMap<String, String>,
+}
+
+impl ShellLocal {
+    fn read(node: &Node, o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
+        let commands = Commands::read(node, o, cx);
+        let env = read_env(o, cx);
+        Some(ShellLocal {
+            commands: commands?,
+            env,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- verify
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub kind: CheckKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Service {
+        service: String,
+        enabled: Option<bool>,
+        running: Option<bool>,
+    },
+    Port {
+        port: u16,
+        listening: bool,
+        protocol: String,
+    },
+    File {
+        file: String,
+        exists: bool,
+        mode: Option<FileMode>,
+        owner: Option<String>,
+        contains: Option<String>,
+        matches: Option<String>,
+        sha256: Option<String>,
+    },
+    Package {
+        package: String,
+        installed: bool,
+    },
+    Command {
+        command: String,
+        exit_code: Option<i32>,
+        stdout_matches: Option<String>,
+        stderr_empty: Option<bool>,
+    },
+    User {
+        user: String,
+        exists: bool,
+        groups: Vec<String>,
+        shell: Option<String>,
+    },
+    BootTimeMax {
+        boot_time_max: Dur,
+    },
+}
+
+const CHECK_KINDS: [&str; 7] = [
+    "service",
+    "port",
+    "file",
+    "package",
+    "command",
+    "user",
+    "boot_time_max",
+];
+
+impl Decode for Check {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let present: Vec<&str> = CHECK_KINDS.iter().copied().filter(|k| o.has(k)).collect();
+        if present.len() != 1 {
+            let what = if present.is_empty() {
+                "no check kind"
+            } else {
+                "more than one check kind"
+            };
+            cx.error_with_help(
+                node.span,
+                format!("{what} in this verify entry"),
+                Some(format!(
+                    "use exactly one of {}",
+                    super::decode::quote_list(&CHECK_KINDS)
+                )),
+            );
+            return None;
+        }
+        let name = o.opt(cx, "name");
+        let kind = read_check_kind(present[0], &mut o, cx);
+        o.finish(cx);
+        Some(Check { name, kind: kind? })
+    }
+}
+
+fn read_check_kind(kind: &str, o: &mut ObjectReader, cx: &mut Cx) -> Option<CheckKind> {
+    Some(match kind {
+        "service" => CheckKind::Service {
+            service: o.req(cx, "service")?,
+            enabled: o.opt(cx, "enabled"),
+            running: o.opt(cx, "running"),
+        },
+        "port" => CheckKind::Port {
+            port: o.req(cx, "port")?,
+            listening: o.or(cx, "listening", true),
+            protocol: o.or(cx, "protocol", "tcp".to_string()),
+        },
+        "file" => CheckKind::File {
+            file: o.req(cx, "file")?,
+            exists: o.or(cx, "exists", true),
+            mode: o.opt(cx, "mode"),
+            owner: o.opt(cx, "owner"),
+            contains: o.opt(cx, "contains"),
+            matches: o.opt(cx, "matches"),
+            sha256: o.opt(cx, "sha256"),
+        },
+        "package" => CheckKind::Package {
+            package: o.req(cx, "package")?,
+            installed: o.or(cx, "installed", true),
+        },
+        "command" => CheckKind::Command {
+            command: o.req(cx, "command")?,
+            exit_code: o.opt(cx, "exit_code"),
+            stdout_matches: o.opt(cx, "stdout_matches"),
+            stderr_empty: o.opt(cx, "stderr_empty"),
+        },
+        "user" => CheckKind::User {
+            user: o.req(cx, "user")?,
+            exists: o.or(cx, "exists", true),
+            groups: o.or_default(cx, "groups"),
+            shell: o.opt(cx, "shell"),
+        },
+        _ => CheckKind::BootTimeMax {
+            boot_time_max: o.req(cx, "boot_time_max")?,
+        },
+    })
+}
+
+// ---------------------------------------------------------------- export
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Export {
+    pub formats: Vec<FormatSpec>,
+    pub checksums: Vec<DigestAlgo>,
+    pub publish: Vec<Publish>,
+    pub verify_on: VerifyOn,
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Export {
+            formats: vec![FormatSpec {
+                format: DiskFormat::Qcow2,
+                compression: None,
+                compress: None,
+            }],
+            checksums: vec![DigestAlgo::Sha256],
+            publish: Vec::new(),
+            verify_on: VerifyOn::FreshBoot,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyOn {
+    FreshBoot,
+    BuildVm,
+}
+
+impl Decode for Export {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let d = Export::default();
+        let checksums = o.node("checksums").map_or(Some(d.checksums), |n| {
+            cx.in_field("checksums", |cx| {
+                let NodeKind::Array(items) = &n.kind else {
+                    cx.type_error(n, "an array");
+                    return None;
+                };
+                let choices = [
+                    ("sha256", DigestAlgo::Sha256),
+                    ("sha512", DigestAlgo::Sha512),
+                ];
+                let algos: Vec<Option<DigestAlgo>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| cx.in_index(i, |cx| one_of(item, cx, &choices)))
+                    .collect();
+                algos.into_iter().collect::<Option<Vec<_>>>()
+            })
+        });
+        let verify_on = o.node("verify_on").map_or(Some(d.verify_on), |n| {
+            cx.in_field("verify_on", |cx| {
+                one_of(
+                    n,
+                    cx,
+                    &[
+                        ("fresh-boot", VerifyOn::FreshBoot),
+                        ("build-vm", VerifyOn::BuildVm),
+                    ],
+                )
+            })
+        });
+        let e = Export {
+            formats: o.or(cx, "formats", d.formats),
+            checksums: checksums?,
+            publish: o.or_default(cx, "publish"),
+            verify_on: verify_on?,
+        };
+        o.finish(cx);
+        Some(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+    Vmdk,
+    VmdkStream,
+    Vhdx,
+    Vpc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Zlib,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamCompression {
+    Zstd,
+    Xz,
+    Gzip,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FormatSpec {
+    pub format: DiskFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<StreamCompression>,
+}
+
+impl Decode for FormatSpec {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let format = o.node("format").and_then(|n| {
+            cx.in_field("format", |cx| {
+                one_of(
+                    n,
+                    cx,
+                    &[
+                        ("qcow2", DiskFormat::Qcow2),
+                        ("raw", DiskFormat::Raw),
+                        ("vmdk", DiskFormat::Vmdk),
+                        ("vmdk-stream", DiskFormat::VmdkStream),
+                        ("vhdx", DiskFormat::Vhdx),
+                        ("vpc", DiskFormat::Vpc),
+                    ],
+                )
+            })
+        });
+        if !o.has("format") {
+            cx.in_field("format", |cx| {
+                cx.error(node.span, "missing required field `format`")
+            });
+        }
+        let compression = o.node("compression").and_then(|n| {
+            cx.in_field("compression", |cx| {
+                one_of(
+                    n,
+                    cx,
+                    &[
+                        ("none", Compression::None),
+                        ("zlib", Compression::Zlib),
+                        ("zstd", Compression::Zstd),
+                    ],
+                )
+            })
+        });
+        let compress = o.node("compress").and_then(|n| {
+            cx.in_field("compress", |cx| {
+                one_of(
+                    n,
+                    cx,
+                    &[
+                        ("zstd", StreamCompression::Zstd),
+                        ("xz", StreamCompression::Xz),
+                        ("gzip", StreamCompression::Gzip),
+                    ],
+                )
+            })
+        });
+        o.finish(cx);
+        let format = format?;
+        if compression.is_some() && format != DiskFormat::Qcow2 {
+            cx.error(node.span, "`compression` applies only to `qcow2`");
+        }
+        if compress.is_some() && format != DiskFormat::Raw {
+            cx.error(node.span, "`compress` applies only to `raw`");
+        }
+        Some(FormatSpec {
+            format,
+            compression,
+            compress,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Publish {
+    Local { path: TemplatePath },
+}
+
+impl Decode for Publish {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let tag = type_tag(node, cx, &mut o, &["local"]);
+        let path = o.req::<TemplatePath>(cx, "path");
+        o.finish(cx);
+        tag?;
+        Some(Publish::Local { path: path? })
+    }
+}
