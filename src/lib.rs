@@ -4,7 +4,9 @@
 
 pub mod app;
 pub mod build;
+pub mod builder;
 pub mod cli;
+pub mod communicator;
 pub mod error;
 pub mod process;
 pub mod provision;

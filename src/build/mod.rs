@@ -6,6 +6,7 @@ mod steps;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::builder::qemu;
 use crate::runner::Step;
 use crate::source::Fetched;
 use crate::template::{Builder, Loaded, ProvisionerKind};
@@ -39,6 +40,7 @@ pub struct BuildState {
     pub settings: BuildSettings,
     pub work_dir: Option<PathBuf>,
     pub source: Option<Fetched>,
+    pub machine: crate::builder::qemu::MachineState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,7 @@ impl BuildState {
             settings,
             work_dir: None,
             source: None,
+            machine: Default::default(),
         }
     }
 
@@ -73,14 +76,15 @@ pub enum PlanError {
         "provisioner {index} (`{kind}`) needs a machine, but the `null` builder boots none; use `shell-local`"
     )]
     NeedsMachine { index: usize, kind: &'static str },
-    #[error("the `qemu` builder is not available in this build of imgbuild")]
-    BuilderUnavailable,
 }
 
 /// The ordered steps of a build.
 pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError> {
     let template = &loaded.template;
     let mut steps: Vec<Box<dyn Step<BuildState>>> = vec![Box::new(WorkDir)];
+    if matches!(template.builder, Builder::Qemu(_)) {
+        steps.push(Box::new(qemu::Preflight));
+    }
     if template.source.is_some() {
         steps.push(Box::new(FetchSource));
     }
@@ -99,7 +103,15 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
             }
             steps.extend(provision_steps(loaded));
         }
-        Builder::Qemu(_) => return Err(PlanError::BuilderUnavailable),
+        Builder::Qemu(_) => {
+            steps.push(Box::new(qemu::CreateDisk));
+            steps.push(Box::new(qemu::CreateSeed));
+            steps.push(Box::new(qemu::Launch));
+            steps.push(Box::new(qemu::WaitSsh));
+            steps.extend(provision_steps(loaded));
+            steps.push(Box::new(qemu::Shutdown));
+            steps.push(Box::new(qemu::Capture));
+        }
     }
     Ok(steps)
 }

@@ -135,12 +135,25 @@ impl Step<BuildState> for Provision {
         }
         let mut attempt = 0;
         loop {
+            let vm = state.machine.vm.clone();
             let run = provision::run(self.index, provisioner, state, cx);
-            let result = match provisioner.timeout {
-                Some(t) => tokio::time::timeout(t.0, run)
-                    .await
-                    .unwrap_or(Err(provision::ProvisionError::Timeout { timeout: t })),
-                None => run.await,
+            let limited = async {
+                match provisioner.timeout {
+                    Some(t) => tokio::time::timeout(t.0, run)
+                        .await
+                        .unwrap_or(Err(provision::ProvisionError::Timeout { timeout: t })),
+                    None => run.await,
+                }
+            };
+            // A VM that dies mid-provision fails the step at once, not at a timeout.
+            let result = match vm {
+                Some(vm) => tokio::select! {
+                    status = vm.exited() => Err(provision::ProvisionError::VmExited {
+                        status, console: vm.console_tail(25),
+                    }),
+                    r = limited => r,
+                },
+                None => limited.await,
             };
             match result {
                 Ok(()) => return Ok(()),

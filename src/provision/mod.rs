@@ -1,6 +1,7 @@
 //! Provisioners: the steps that configure the machine.
 
 mod local;
+pub mod remote;
 
 use crate::build::BuildState;
 use crate::runner::StepContext;
@@ -32,8 +33,14 @@ pub enum ProvisionError {
     },
     #[error(transparent)]
     Missing(#[from] crate::build::MissingState),
-    #[error("`{0}` provisioners are not available with this builder")]
-    Unsupported(&'static str),
+    #[error(transparent)]
+    Ssh(#[from] crate::communicator::SshError),
+    #[error(transparent)]
+    Machine(#[from] crate::builder::qemu::QemuError),
+    #[error(
+        "QEMU exited ({status}) during provisioning\n--- serial console (last lines) ---\n{console}"
+    )]
+    VmExited { status: String, console: String },
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -62,6 +69,7 @@ pub async fn run(
     let label = format!("provisioners[{index}]");
     match &provisioner.kind {
         ProvisionerKind::ShellLocal(local) => local::run(&label, local, state).await,
-        other => Err(ProvisionError::Unsupported(other.type_name())),
+        ProvisionerKind::Shell(shell) => remote::run_shell(&label, index, shell, state).await,
+        ProvisionerKind::File(file) => remote::run_file(file, state).await,
     }
 }

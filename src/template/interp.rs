@@ -94,6 +94,10 @@ impl Interpolator {
 
     /// `Ok(None)` keeps the expression as written (a run-time placeholder).
     fn resolve(&self, expr: &str, mode: Mode) -> Result<Option<String>, InterpError> {
+        // `{{ .Path }}`-style placeholders belong to `execute_command` (Packer syntax).
+        if expr.starts_with('.') {
+            return Ok(None);
+        }
         if let Some(literal) = quoted_literal(expr) {
             return Ok(Some(literal.to_string()));
         }
