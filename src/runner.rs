@@ -177,7 +177,10 @@ async fn run_cleanups(cleanups: Vec<Cleanup>) -> Vec<(String, String)> {
         let outcome = match tokio::time::timeout(cleanup.timeout, (cleanup.action)()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(crate::error::chain(e.as_ref())),
-            Err(_) => Err(format!("timed out after {}s", cleanup.timeout.as_secs())),
+            Err(_) => Err(format!(
+                "timed out after {}",
+                crate::template::units::Dur(cleanup.timeout)
+            )),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         ui::emit(Event::CleanupFinished {

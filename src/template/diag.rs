@@ -158,7 +158,7 @@ mod tests {
         let f = SourceFile::new("t.json".into(), "{\n  \"é\": 1\n}".into());
         assert_eq!(f.line_col(0), (1, 1));
         let pos = f.text.find('1').unwrap();
-        assert_eq!(f.line_col(pos), (2, 9));
+        assert_eq!(f.line_col(pos), (2, 8));
     }
 
     #[test]

@@ -501,6 +501,14 @@ impl ProvisionerKind {
 
 impl Decode for Provisioner {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        if matches!(&node.kind, NodeKind::Object(members) if members.is_empty()) {
+            cx.error_with_help(
+                node.span,
+                "empty provisioner entry",
+                Some("give it a `type` (`shell`, `file` or `shell-local`) and what to run".into()),
+            );
+            return None;
+        }
         let mut o = cx.object(node)?;
         let tag = type_tag(node, cx, &mut o, &["shell", "file", "shell-local"]);
         let pause_before = o.opt(cx, "pause_before");
