@@ -77,7 +77,11 @@ fn load_options(
 }
 
 fn load(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<Loaded, ExitCode> {
-    let options = load_options(vars, new_build_id(), version).map_err(|e| {
+    load_with_id(path, vars, version, new_build_id())
+}
+
+fn load_with_id(path: &Path, vars: &VarArgs, version: Option<String>, build_id: String) -> Result<Loaded, ExitCode> {
+    let options = load_options(vars, build_id, version).map_err(|e| {
         report_error(&e);
         ExitCode::Usage
     })?;
@@ -138,10 +142,11 @@ fn inspect(args: &InspectArgs) -> ExitCode {
 }
 
 async fn build(args: BuildArgs) -> ExitCode {
-    let loaded = match load(&args.template, &args.vars, args.set_version.clone()) {
-        Ok(l) => Arc::new(l),
+    let (loaded, store, version) = match prepare(&args) {
+        Ok(p) => p,
         Err(code) => return code,
     };
+    let loaded = Arc::new(loaded);
     let steps = match build::plan(&loaded) {
         Ok(steps) => steps,
         Err(e) => {
@@ -166,11 +171,57 @@ async fn build(args: BuildArgs) -> ExitCode {
         OnErrorArg::Abort => OnError::Abort,
     };
     let started = Instant::now();
-    let mut state = BuildState::new(loaded.clone(), BuildSettings::from_env());
+    let mut state = BuildState::new(loaded.clone(), BuildSettings::new(store), version);
     let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
     drop(state);
     signals.abort();
     finish(outcome, started)
+}
+
+/// Loads the template and settles the version: `auto` becomes the next free
+/// date version in the store; an explicit version that is already published
+/// is refused before anything starts (published versions are immutable).
+fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String), ExitCode> {
+    let loaded = load(&args.template, &args.vars, args.set_version.clone())?;
+    let store_dir = build::publish::store_path(&loaded, args.store.as_ref());
+    if matches!(loaded.template.builder, template::Builder::Null) {
+        let version = version_text(&loaded.template.version);
+        return Ok((loaded, store_dir, version));
+    }
+    let store = crate::store::LocalStore::open(&store_dir).map_err(|e| {
+        report_error(&chain(&e));
+        ExitCode::BuildFailed
+    })?;
+    let name = loaded.template.name.clone();
+    match &loaded.template.version {
+        template::VersionSpec::Exact(v) if store.exists(&name, v) => {
+            report_error(&format!(
+                "{name}@{v} is already published in {}; published versions are immutable: change `version` or use --set-version",
+                store_dir.display()
+            ));
+            Err(ExitCode::Usage)
+        }
+        template::VersionSpec::Exact(v) => {
+            let v = v.clone();
+            Ok((loaded, store_dir, v))
+        }
+        template::VersionSpec::Auto => {
+            let today = jiff::Zoned::now().date();
+            let next = store.next_auto_version(&name, today).map_err(|e| {
+                report_error(&chain(&e));
+                ExitCode::BuildFailed
+            })?;
+            let reloaded = load_with_id(&args.template, &args.vars, Some(next.clone()), loaded.build_id.clone())?;
+            Ok((reloaded, store_dir, next))
+        }
+    }
+}
+
+fn version_text(v: &template::VersionSpec) -> String {
+    match v {
+        template::VersionSpec::Exact(v) => v.clone(),
+        template::VersionSpec::Auto => "auto".into(),
+    }
 }
 
 /// Prints the summary and the `result` event; returns the exit code.

@@ -91,6 +91,9 @@ pub struct BuildArgs {
     /// Use this version instead of the template's `version`
     #[arg(long, value_name = "VERSION")]
     pub set_version: Option<String>,
+    /// Local artifact store (default: IMGBUILD_STORE, the template's `local` publish path, ./artifacts)
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

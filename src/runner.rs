@@ -56,11 +56,17 @@ impl Cleanup {
 pub struct StepContext {
     pub cancel: CancellationToken,
     cleanups: Vec<Cleanup>,
+    timings: Vec<StepTiming>,
 }
 
 impl StepContext {
     pub fn on_cleanup(&mut self, cleanup: Cleanup) {
         self.cleanups.push(cleanup);
+    }
+
+    /// Durations of the steps finished so far (for the manifest).
+    pub fn timings(&self) -> &[StepTiming] {
+        &self.timings
     }
 }
 
@@ -107,11 +113,7 @@ pub struct Runner {
 
 impl Runner {
     pub async fn run<S: Send>(&self, steps: &[Box<dyn Step<S>>], state: &mut S) -> Outcome {
-        let mut cx = StepContext {
-            cancel: self.cancel.clone(),
-            cleanups: Vec::new(),
-        };
-        let mut timings = Vec::new();
+        let mut cx = StepContext { cancel: self.cancel.clone(), cleanups: Vec::new(), timings: Vec::new() };
         let mut result = Ok(());
         for (index, step) in steps.iter().enumerate() {
             let name = step.name();
@@ -135,10 +137,7 @@ impl Runner {
                 ok: step_result.is_ok(),
                 duration_ms,
             });
-            timings.push(StepTiming {
-                step: name,
-                duration_ms,
-            });
+            cx.timings.push(StepTiming { step: name, duration_ms });
             if let Err(failure) = step_result {
                 result = Err(failure);
                 break;
@@ -146,17 +145,10 @@ impl Runner {
         }
         let keep =
             self.on_error == OnError::Abort && matches!(result, Err(RunFailure::Step { .. }));
-        let (cleanup_errors, kept) = if keep {
-            (Vec::new(), keep_all(cx.cleanups))
-        } else {
-            (run_cleanups(cx.cleanups).await, Vec::new())
-        };
-        Outcome {
-            result,
-            timings,
-            cleanup_errors,
-            kept,
-        }
+        let cleanups = std::mem::take(&mut cx.cleanups);
+        let (cleanup_errors, kept) =
+            if keep { (Vec::new(), keep_all(cleanups)) } else { (run_cleanups(cleanups).await, Vec::new()) };
+        Outcome { result, timings: cx.timings, cleanup_errors, kept }
     }
 }
 

@@ -1,6 +1,7 @@
 //! A build: the typed state the steps share, and the list of steps a
 //! template turns into.
 
+pub mod publish;
 mod steps;
 
 use std::path::PathBuf;
@@ -19,15 +20,16 @@ pub struct BuildSettings {
     pub cache_dir: PathBuf,
     /// Parent of the per-build work directory.
     pub work_root: PathBuf,
+    /// The local artifact store (see [`publish::store_path`]).
+    pub store: PathBuf,
 }
 
 impl BuildSettings {
-    pub fn from_env() -> Self {
+    pub fn new(store: PathBuf) -> Self {
         BuildSettings {
             cache_dir: crate::source::Fetcher::default_cache_dir(),
-            work_root: std::env::var_os("IMGBUILD_WORK_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(std::env::temp_dir),
+            work_root: std::env::var_os("IMGBUILD_WORK_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
+            store,
         }
     }
 }
@@ -41,6 +43,11 @@ pub struct BuildState {
     pub work_dir: Option<PathBuf>,
     pub source: Option<Fetched>,
     pub machine: crate::builder::qemu::MachineState,
+    /// The version being built (`auto` already resolved).
+    pub version: String,
+    pub export: Option<publish::ExportState>,
+    pub verify_results: Option<serde_json::Value>,
+    pub published: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +56,19 @@ pub struct MissingState {
     what: &'static str,
 }
 
+impl MissingState {
+    pub fn new(what: &'static str) -> Self {
+        MissingState { what }
+    }
+}
+
 impl BuildState {
-    pub fn new(loaded: Arc<Loaded>, settings: BuildSettings) -> Self {
+    pub fn new(loaded: Arc<Loaded>, settings: BuildSettings, version: String) -> Self {
         BuildState {
+            version,
+            export: None,
+            verify_results: None,
+            published: None,
             loaded,
             settings,
             work_dir: None,
@@ -110,7 +127,8 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
             steps.push(Box::new(qemu::WaitSsh));
             steps.extend(provision_steps(loaded));
             steps.push(Box::new(qemu::Shutdown));
-            steps.push(Box::new(qemu::Capture));
+            steps.push(Box::new(publish::Export));
+            steps.push(Box::new(publish::PublishStep));
         }
     }
     Ok(steps)

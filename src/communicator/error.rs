@@ -13,8 +13,11 @@ use std::time::Duration;
 #[derive(thiserror::Error, Debug)]
 pub enum SshError {
     /// Generating or encoding the per-build key pair failed.
-    #[error("could not generate or encode the SSH key pair: {detail}")]
-    KeyGen { detail: String },
+    #[error("could not generate or encode the SSH key pair")]
+    KeyGen {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// The TCP connection could not be established.
     #[error("could not connect to {addr}")]

@@ -24,15 +24,10 @@ impl KeyPair {
         let mut seed = [0u8; 32];
         rand::rngs::OsRng
             .try_fill_bytes(&mut seed)
-            .map_err(|e| SshError::KeyGen {
-                detail: e.to_string(),
-            })?;
+            .map_err(key_error)?;
         let pair = Ed25519Keypair::from_seed(&seed);
         seed.fill(0);
-        let key =
-            PrivateKey::new(KeypairData::Ed25519(pair), "").map_err(|e| SshError::KeyGen {
-                detail: e.to_string(),
-            })?;
+        let key = PrivateKey::new(KeypairData::Ed25519(pair), "").map_err(key_error)?;
         Ok(Self { key: Arc::new(key) })
     }
 
@@ -50,12 +45,7 @@ impl KeyPair {
     /// The private key in OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`),
     /// unencrypted. The caller is responsible for writing it with mode 0600.
     pub fn private_openssh_pem(&self) -> Result<String, SshError> {
-        let text = self
-            .key
-            .to_openssh(LineEnding::LF)
-            .map_err(|e| SshError::KeyGen {
-                detail: e.to_string(),
-            })?;
+        let text = self.key.to_openssh(LineEnding::LF).map_err(key_error)?;
         Ok(text.as_str().to_owned())
     }
 
@@ -69,6 +59,12 @@ impl KeyPair {
 
     pub(crate) fn private_key(&self) -> Arc<PrivateKey> {
         Arc::clone(&self.key)
+    }
+}
+
+fn key_error(e: impl std::error::Error + Send + Sync + 'static) -> SshError {
+    SshError::KeyGen {
+        source: Box::new(e),
     }
 }
 

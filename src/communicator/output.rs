@@ -87,14 +87,16 @@ pub(crate) struct LineSplitter {
 impl LineSplitter {
     /// Feeds a chunk; calls `emit` for every completed line.
     pub(crate) fn push(&mut self, chunk: &[u8], mut emit: impl FnMut(&str)) {
-        let mut rest = chunk;
-        while let Some(pos) = rest.iter().position(|b| *b == b'\n') {
-            self.pending.extend_from_slice(&rest[..pos]);
+        // Every segment but the last ends with a newline.
+        let mut segments = chunk.split(|b| *b == b'\n');
+        let mut current = segments.next().unwrap_or_default();
+        for next in segments {
+            self.pending.extend_from_slice(current);
             emit_line(&self.pending, &mut emit);
             self.pending.clear();
-            rest = &rest[pos + 1..];
+            current = next;
         }
-        self.pending.extend_from_slice(rest);
+        self.pending.extend_from_slice(current);
     }
 
     /// Emits the unterminated last line, if any.

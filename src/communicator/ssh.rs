@@ -202,7 +202,10 @@ impl SshClient {
     /// `stdin` is sent and then closed; without it, stdin is closed at once.
     /// Output goes to `sink` line by line. A non-zero exit status is not an
     /// error; a dropped connection is [`SshError::Disconnected`]. On `timeout`
-    /// the remote command is sent `KILL` and the channel closed.
+    /// the remote command is sent `KILL` and the channel closed. OpenSSH
+    /// refuses `signal` requests in root sessions (no post-auth privilege
+    /// separation for root), so there a command that ignores its closed
+    /// stdout may keep running in the guest.
     pub async fn exec(
         &self,
         command: &str,

@@ -81,14 +81,13 @@ impl SshClient {
     }
 
     /// Copies `remote_path` to `local_path` (created or truncated) and returns
-    /// the number of bytes written. A partial local file is removed on failure.
+    /// the number of bytes written. A partially written local file is removed
+    /// on failure. Over SFTP a missing remote file fails before `local_path`
+    /// is touched; over the exec fallback `local_path` is truncated first.
     pub async fn download(&self, remote_path: &str, local_path: &Path) -> Result<u64, SshError> {
         let transport = self.transport().await?;
         let result = self.get(&transport, remote_path, local_path).await;
         transport.finish().await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(local_path).await;
-        }
         result
     }
 
@@ -178,22 +177,32 @@ impl SshClient {
     }
 
     async fn get(&self, t: &Transport, remote: &str, local: &Path) -> Result<u64, SshError> {
-        let file = create_local(local).await?;
         match t {
             Transport::Sftp(sftp) => {
-                let result = sftp_get(sftp, remote, file, local).await;
+                let result = sftp_get(sftp, remote, local).await;
                 result.map_err(|e| self.lost_or(e))
             }
             Transport::Exec => {
-                let cmd = format!("cat -- {}", shell_quote(remote));
-                let mut sink = TransferSink::to_file(file, local);
-                let none: Option<&[u8]> = None;
-                self.run_transfer(&cmd, none, local, &mut sink, "download", remote)
-                    .await?;
-                sink.flush().await?;
-                Ok(sink.written)
+                let file = create_local(local).await?;
+                let result = self.exec_get(remote, file, local).await;
+                remove_if_failed(result, local).await
             }
         }
+    }
+
+    async fn exec_get(
+        &self,
+        remote: &str,
+        file: tokio::fs::File,
+        local: &Path,
+    ) -> Result<u64, SshError> {
+        let cmd = format!("cat -- {}", shell_quote(remote));
+        let mut sink = TransferSink::to_file(file, local);
+        let none: Option<&[u8]> = None;
+        self.run_transfer(&cmd, none, local, &mut sink, "download", remote)
+            .await?;
+        sink.flush().await?;
+        Ok(sink.written)
     }
 
     async fn put_dir(&self, t: &Transport, local: &Path, remote: &str) -> Result<u64, SshError> {
@@ -413,23 +422,32 @@ async fn sftp_put<R: AsyncRead + Unpin>(
     closed.map_err(|e| sftp_err("write", remote, SftpError::from(e)))
 }
 
-async fn sftp_get(
-    sftp: &SftpSession,
-    remote: &str,
-    local_file: tokio::fs::File,
-    local: &Path,
-) -> Result<u64, SshError> {
+async fn sftp_get(sftp: &SftpSession, remote: &str, local: &Path) -> Result<u64, SshError> {
     let file = sftp.open(remote).await;
     let mut file = file.map_err(|e| sftp_err("open", remote, e))?;
-    let mut out = BufWriter::new(local_file);
+    let mut out = BufWriter::new(create_local(local).await?);
     let copied = copy_stream(&mut file, &mut out, Direction::Download, local, remote).await;
     let _ = file.shutdown().await;
-    let copied = copied?;
-    out.flush().await.map_err(|source| SshError::Io {
-        path: local.to_path_buf(),
-        source,
-    })?;
-    Ok(copied)
+    let result = match copied {
+        Ok(n) => out
+            .flush()
+            .await
+            .map(|()| n)
+            .map_err(|source| SshError::Io {
+                path: local.to_path_buf(),
+                source,
+            }),
+        Err(e) => Err(e),
+    };
+    remove_if_failed(result, local).await
+}
+
+/// Removes a partially written local file when the download failed.
+async fn remove_if_failed(result: Result<u64, SshError>, local: &Path) -> Result<u64, SshError> {
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(local).await;
+    }
+    result
 }
 
 /// Which way [`copy_stream`] moves data; decides which side an I/O error is blamed on.

@@ -45,10 +45,53 @@ pub fn repo_root() -> PathBuf {
 /// Entries left in the work root (per-build directories).
 pub fn leftover_work_dirs(work: &Path) -> Vec<String> {
     std::fs::read_dir(work.join("work"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default()
+}
+
+/// The test base image directory (base.qcow2 + SHA256SUMS), built once per
+/// test process by the repository's fixture script (cached by content hash).
+pub fn fixture_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = repo_root().join("tests/fixtures/build-base-image.sh");
+        let out = std::process::Command::new("bash").arg(&script).output().expect("run fixture script");
+        assert!(out.status.success(), "fixture build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let image = PathBuf::from(stdout.lines().last().expect("fixture path").trim());
+        image.parent().expect("fixture dir").to_path_buf()
+    })
+    .clone()
+}
+
+/// QEMU processes whose command line mentions `needle` (e.g. a test's temp dir).
+pub fn qemu_processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("qemu-system") && cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until `cond` holds; returns whether it did.
+pub fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cond()
+}
+
+/// Serialises tests that boot VMs: the machine has two cores.
+pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }

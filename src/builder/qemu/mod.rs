@@ -521,31 +521,6 @@ pub async fn shut_down(
     Ok(ShutdownMethod::Killed)
 }
 
-/// Converts the overlay into a standalone image (no backing file).
-pub struct Capture;
-
-#[async_trait::async_trait]
-impl Step<BuildState> for Capture {
-    fn name(&self) -> String {
-        "capture disk".into()
-    }
-
-    async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
-        let work = BuildState::require(&state.work_dir, "the work directory")?;
-        let disk = BuildState::require(&state.machine.disk, "the disk")?;
-        let captured = work.join("captured.qcow2");
-        let mut cmd = Command::new("qemu-img");
-        cmd.args(["convert", "-O", "qcow2"])
-            .arg(disk)
-            .arg(&captured);
-        run_capture(cmd, QEMU_IMG_TIMEOUT)
-            .await
-            .map_err(QemuError::from)?;
-        state.machine.captured = Some(captured);
-        Ok(())
-    }
-}
-
 /// What the qemu steps hand to later steps.
 #[derive(Default)]
 pub struct MachineState {
@@ -559,5 +534,4 @@ pub struct MachineState {
     pub ssh: Option<SshClient>,
     pub host_key: Option<String>,
     pub shutdown: Option<ShutdownMethod>,
-    pub captured: Option<PathBuf>,
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what imgbuild and its tests need on Debian 12 (idempotent; quick
+# when everything is there). Run as root or with sudo available.
+set -euo pipefail
+
+sudo_if_needed() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+packages=(
+    # QEMU: the builder and qemu-img for disks and export.
+    qemu-system-x86 ovmf
+    # The test fixture (tests/fixtures/build-base-image.sh) is made from Debian packages with these.
+    binutils cpio gzip xz-utils fdisk dosfstools mtools syslinux syslinux-common e2fsprogs util-linux
+    # A real sshd for the communicator tests, and the ssh client for --on-error abort checks.
+    openssh-server openssh-sftp-server openssh-client
+    python3 python3-venv git ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+need_qemu_img=0
+command -v qemu-img >/dev/null 2>&1 || need_qemu_img=1
+if ((${#missing[@]} == 0 && need_qemu_img == 0)); then
+    exit 0
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+sudo_if_needed apt-get update -q
+# qemu-system-x86 and qemu-utils must come from the same release in one
+# command: a newer preinstalled qemu-utils otherwise blocks the install, and
+# installing qemu-system-x86 alone can remove qemu-img.
+qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+sudo_if_needed apt-get install -y -q --no-install-recommends --allow-downgrades \
+    "${missing[@]}" qemu-system-x86 "qemu-utils=${qemu_version}"
+command -v qemu-img >/dev/null && command -v qemu-system-x86_64 >/dev/null
+sudo_if_needed mkdir -p /run/sshd

@@ -1,0 +1,158 @@
+//! `manifest.json`: what was built, from what, how, and what came out.
+//! Documented in `docs/manifest.md` with a JSON Schema in
+//! `docs/manifest.schema.json`; bump `schema_version` on breaking changes.
+
+use std::path::Path;
+
+use serde::Serialize;
+use sha2::Digest as _;
+
+use super::Artifact;
+use crate::build::BuildState;
+use crate::template::Commands;
+use crate::ui::events::StepTiming;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub name: String,
+    pub version: String,
+    pub build_id: String,
+    pub created_at: String,
+    pub imgbuild_version: String,
+    pub template: TemplateInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceInfo>,
+    pub builder: BuilderInfo,
+    pub provisioners: Vec<ProvisionerInfo>,
+    pub steps: Vec<StepTiming>,
+    pub artifacts: Vec<Artifact>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TemplateInfo {
+    pub path: String,
+    /// sha256 of the resolved template JSON, secrets masked.
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GitInfo {
+    pub commit: String,
+    pub dirty: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceInfo {
+    pub url: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuilderInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProvisionerInfo {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub files: Vec<FileInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileInfo {
+    pub path: String,
+    pub sha256: String,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Assembles the manifest from the build state. Secrets are masked by the
+/// caller's final `redact::scrub_json` pass.
+pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], artifacts: &[Artifact]) -> Manifest {
+    let loaded = &state.loaded;
+    let resolved = serde_json::to_vec(&loaded.resolved_json()).unwrap_or_default();
+    let m = &state.machine;
+    Manifest {
+        schema_version: SCHEMA_VERSION,
+        name: loaded.template.name.clone(),
+        version: version.to_string(),
+        build_id: loaded.build_id.clone(),
+        created_at: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        imgbuild_version: env!("CARGO_PKG_VERSION").to_string(),
+        template: TemplateInfo { path: loaded.path.display().to_string(), sha256: sha256_hex(&resolved) },
+        git: git_info(&loaded.dir).await,
+        source: state.source.as_ref().map(|s| SourceInfo { url: s.source.clone(), digest: s.digest.to_string() }),
+        builder: BuilderInfo {
+            kind: match &loaded.template.builder {
+                crate::template::Builder::Qemu(_) => "qemu".into(),
+                crate::template::Builder::Null => "null".into(),
+            },
+            accelerator: m.accel.map(|a| a.as_str().to_string()),
+            qemu_version: m.qemu_version.clone(),
+            shutdown: m.shutdown.map(|s| format!("{s:?}").to_lowercase()),
+            host_key_fingerprint: m.host_key.clone(),
+        },
+        provisioners: provisioner_info(state).await,
+        steps: steps.to_vec(),
+        artifacts: artifacts.to_vec(),
+        verify: None,
+        parent: None,
+    }
+}
+
+async fn provisioner_info(state: &BuildState) -> Vec<ProvisionerInfo> {
+    let mut out = Vec::new();
+    for p in &state.loaded.template.provisioners {
+        let paths = match &p.kind {
+            crate::template::ProvisionerKind::Shell(s) => s.commands.files(),
+            crate::template::ProvisionerKind::ShellLocal(s) => s.commands.files(),
+            crate::template::ProvisionerKind::File(f) => f.source.iter().collect(),
+        };
+        let mut files = Vec::new();
+        for path in paths {
+            if let Ok(bytes) = tokio::fs::read(&path.resolved).await {
+                files.push(FileInfo { path: path.written.clone(), sha256: sha256_hex(&bytes) });
+            }
+        }
+        if let crate::template::ProvisionerKind::Shell(s) = &p.kind
+            && let Commands::Inline(lines) = &s.commands
+        {
+            files.push(FileInfo { path: "<inline>".into(), sha256: sha256_hex(lines.join("\n").as_bytes()) });
+        }
+        out.push(ProvisionerInfo { kind: p.kind.type_name().to_string(), files });
+    }
+    out
+}
+
+/// The commit of the template's repository and whether it has local changes.
+async fn git_info(dir: &Path) -> Option<GitInfo> {
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.arg("-C").arg(dir).args(args);
+        crate::process::run_capture(cmd, std::time::Duration::from_secs(10))
+    };
+    let commit = run(&["rev-parse", "HEAD"]).await.ok()?.trim().to_string();
+    let dirty = !run(&["status", "--porcelain"]).await.ok()?.trim().is_empty();
+    Some(GitInfo { commit, dirty })
+}

@@ -1,0 +1,215 @@
+//! The exporter: converts the built disk into the requested formats
+//! straight into the store's staging directory (no later copy), computes
+//! every digest in one read pass per file, and writes the manifest and
+//! `SHA256SUMS`-style files.
+
+pub mod hash;
+pub mod manifest;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::process::Command;
+
+use crate::process::{ProcessError, run_capture};
+use crate::source::DigestAlgo;
+use crate::template::{Compression, DiskFormat, FormatSpec, StreamCompression};
+
+pub use hash::{FileDigests, hash_file};
+
+const CONVERT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("converting to {format} failed")]
+    Convert {
+        format: String,
+        #[source]
+        source: ProcessError,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("compressing {path} failed")]
+    Compress {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// One exported file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifact {
+    pub file: String,
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    pub virtual_size: u64,
+    pub size: u64,
+    pub digests: std::collections::BTreeMap<String, String>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn format_name(spec: &FormatSpec) -> &'static str {
+    match spec.format {
+        DiskFormat::Qcow2 => "qcow2",
+        DiskFormat::Raw => "raw",
+        DiskFormat::Vmdk => "vmdk",
+        DiskFormat::VmdkStream => "vmdk-stream",
+        DiskFormat::Vhdx => "vhdx",
+        DiskFormat::Vpc => "vpc",
+    }
+}
+
+/// The file name of an artifact: `NAME-VERSION.EXT`.
+pub fn file_name(base: &str, spec: &FormatSpec) -> String {
+    let ext = match spec.format {
+        DiskFormat::Qcow2 => "qcow2",
+        DiskFormat::Raw => "raw",
+        DiskFormat::Vmdk => "vmdk",
+        DiskFormat::VmdkStream => "stream.vmdk",
+        DiskFormat::Vhdx => "vhdx",
+        DiskFormat::Vpc => "vhd",
+    };
+    let suffix = match spec.compress {
+        Some(StreamCompression::Zstd) => ".zst",
+        Some(StreamCompression::Xz) => ".xz",
+        Some(StreamCompression::Gzip) => ".gz",
+        None => "",
+    };
+    format!("{base}.{ext}{suffix}")
+}
+
+/// `qemu-img convert` arguments for one output format.
+pub fn convert_args(spec: &FormatSpec) -> Vec<&'static str> {
+    let mut args = vec!["-O"];
+    match spec.format {
+        DiskFormat::Qcow2 => {
+            args.push("qcow2");
+            match spec.compression {
+                Some(Compression::Zlib) => args.extend(["-c", "-o", "compression_type=zlib"]),
+                Some(Compression::Zstd) => args.extend(["-c", "-o", "compression_type=zstd"]),
+                Some(Compression::None) | None => {}
+            }
+        }
+        DiskFormat::Raw => args.push("raw"),
+        DiskFormat::Vmdk => args.extend(["vmdk", "-o", "subformat=monolithicSparse"]),
+        DiskFormat::VmdkStream => args.extend(["vmdk", "-o", "subformat=streamOptimized"]),
+        DiskFormat::Vhdx => args.extend(["vhdx", "-o", "subformat=dynamic"]),
+        DiskFormat::Vpc => args.extend(["vpc", "-o", "subformat=fixed,force_size=on"]),
+    }
+    args
+}
+
+/// Converts `disk` into every format, in parallel up to the number of cores.
+pub async fn export_all(
+    disk: &Path,
+    out_dir: &Path,
+    base_name: &str,
+    formats: &[FormatSpec],
+    algos: &[DigestAlgo],
+) -> Result<Vec<Artifact>, ExportError> {
+    let virtual_size = crate::builder::qemu::virtual_size(disk).await.unwrap_or(0);
+    let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, spec) in formats.iter().cloned().enumerate() {
+        let (disk, out_dir, name, algos) =
+            (disk.to_path_buf(), out_dir.to_path_buf(), file_name(base_name, &spec), algos.to_vec());
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let artifact = export_one(&disk, &out_dir, &name, &spec, &algos, virtual_size).await;
+            (i, artifact)
+        });
+    }
+    let mut done: Vec<(usize, Artifact)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, artifact) = joined.map_err(|e| ExportError::Task(e.to_string()))?;
+        done.push((i, artifact?));
+    }
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, a)| a).collect())
+}
+
+async fn export_one(
+    disk: &Path,
+    out_dir: &Path,
+    name: &str,
+    spec: &FormatSpec,
+    algos: &[DigestAlgo],
+    virtual_size: u64,
+) -> Result<Artifact, ExportError> {
+    let target = out_dir.join(name);
+    let converted = match spec.compress {
+        Some(_) => out_dir.join(format!(".{name}.raw")),
+        None => target.clone(),
+    };
+    let mut cmd = Command::new("qemu-img");
+    cmd.arg("convert").args(convert_args(spec)).arg(disk).arg(&converted);
+    run_capture(cmd, CONVERT_TIMEOUT)
+        .await
+        .map_err(|source| ExportError::Convert { format: format_name(spec).into(), source })?;
+    let digests = match spec.compress {
+        Some(kind) => {
+            let d = hash::compress_file(&converted, &target, kind, algos).await?;
+            let _ = tokio::fs::remove_file(&converted).await;
+            d
+        }
+        None => hash_file(&target, algos, name).await?,
+    };
+    Ok(Artifact {
+        file: name.to_string(),
+        format: format_name(spec).to_string(),
+        compression: spec
+            .compression
+            .filter(|c| *c != Compression::None)
+            .map(|c| format!("{c:?}").to_lowercase())
+            .or(spec.compress.map(|c| format!("{c:?}").to_lowercase())),
+        virtual_size,
+        size: digests.size,
+        digests: digests.hex,
+        path: target,
+    })
+}
+
+/// `SHA256SUMS`-style bodies (GNU format), one per algorithm.
+pub fn sums_files(artifacts: &[Artifact], algos: &[DigestAlgo]) -> Vec<(DigestAlgo, String)> {
+    algos
+        .iter()
+        .map(|algo| {
+            let entries = artifacts.iter().filter_map(|a| a.digests.get(algo.name()).map(|d| (a.file.as_str(), d.as_str())));
+            (*algo, crate::store::format_sums(entries))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_args_follow_the_format() {
+        let spec = FormatSpec { format: DiskFormat::Raw, compression: None, compress: Some(StreamCompression::Zstd) };
+        assert_eq!(file_name("web-1.0.0", &spec), "web-1.0.0.raw.zst");
+        let q = FormatSpec { format: DiskFormat::Qcow2, compression: Some(Compression::Zstd), compress: None };
+        assert_eq!(convert_args(&q), ["-O", "qcow2", "-c", "-o", "compression_type=zstd"]);
+        let vpc = FormatSpec { format: DiskFormat::Vpc, compression: None, compress: None };
+        assert_eq!(file_name("a", &vpc), "a.vhd");
+    }
+}
