@@ -42,6 +42,11 @@ pub fn run(cli: Cli) -> i32 {
             Command::Build(args) => build(args).await,
             Command::Validate(args) => validate(&args),
             Command::Inspect(args) => inspect(&args),
+            Command::Versions(args) => crate::store::cli::versions(&args),
+            Command::Show(args) => crate::store::cli::show(&args),
+            Command::Promote(args) => crate::store::cli::promote(&args),
+            Command::VerifyArtifact(args) => crate::store::cli::verify_artifact(&args),
+            Command::Prune(args) => crate::store::cli::prune(&args),
         }
     });
     code.code()
@@ -171,7 +176,9 @@ async fn build(args: BuildArgs) -> ExitCode {
         OnErrorArg::Abort => OnError::Abort,
     };
     let started = Instant::now();
-    let mut state = BuildState::new(loaded.clone(), BuildSettings::new(store), version);
+    let mut settings = BuildSettings::new(store);
+    settings.junit = args.junit.clone();
+    let mut state = BuildState::new(loaded.clone(), settings, version);
     let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
     drop(state);
     signals.abort();

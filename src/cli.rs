@@ -67,6 +67,16 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the resolved template (secrets masked) and the steps a build runs
     Inspect(InspectArgs),
+    /// List the published versions of an image
+    Versions(crate::store::cli::VersionsArgs),
+    /// Print the manifest of NAME[@VERSION|@CHANNEL]
+    Show(crate::store::cli::ShowArgs),
+    /// Point a channel (e.g. `stable`) at a published version
+    Promote(crate::store::cli::PromoteArgs),
+    /// Recompute an artifact's digests against SHA256SUMS and its manifest
+    VerifyArtifact(crate::store::cli::VerifyArtifactArgs),
+    /// Remove old versions, keeping the newest N and every channel's target
+    Prune(crate::store::cli::PruneArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -94,6 +104,9 @@ pub struct BuildArgs {
     /// Local artifact store (default: IMGBUILD_STORE, the template's `local` publish path, ./artifacts)
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Write the verify results as JUnit XML to this file
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -119,7 +132,8 @@ pub struct InspectArgs {
     pub vars: VarArgs,
 }
 
-const SUBCOMMANDS: [&str; 4] = ["build", "validate", "inspect", "help"];
+const SUBCOMMANDS: [&str; 9] =
+    ["build", "validate", "inspect", "versions", "show", "promote", "verify-artifact", "prune", "help"];
 
 /// Parses arguments, turning `imgbuild [OPTIONS] FILE ...` into `imgbuild build FILE ...`.
 pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {

@@ -2,6 +2,7 @@
 //! template turns into.
 
 pub mod publish;
+pub mod verify_step;
 mod steps;
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub struct BuildSettings {
     pub work_root: PathBuf,
     /// The local artifact store (see [`publish::store_path`]).
     pub store: PathBuf,
+    /// `--junit`: where to write the verify results as JUnit XML.
+    pub junit: Option<PathBuf>,
 }
 
 impl BuildSettings {
@@ -30,6 +33,7 @@ impl BuildSettings {
             cache_dir: crate::source::Fetcher::default_cache_dir(),
             work_root: std::env::var_os("IMGBUILD_WORK_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
             store,
+            junit: None,
         }
     }
 }
@@ -126,8 +130,16 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
             steps.push(Box::new(qemu::Launch));
             steps.push(Box::new(qemu::WaitSsh));
             steps.extend(provision_steps(loaded));
+            let checks = !template.verify.is_empty();
+            let on_build_vm = template.export.verify_on == crate::template::VerifyOn::BuildVm;
+            if checks && on_build_vm {
+                steps.push(Box::new(verify_step::Verify { target: verify_step::Target::BuildVm }));
+            }
             steps.push(Box::new(qemu::Shutdown));
             steps.push(Box::new(publish::Export));
+            if checks && !on_build_vm {
+                steps.push(Box::new(verify_step::Verify { target: verify_step::Target::Exported }));
+            }
             steps.push(Box::new(publish::PublishStep));
         }
     }

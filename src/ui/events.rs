@@ -42,6 +42,14 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    CheckFinished {
+        check: String,
+        kind: String,
+        passed: bool,
+        expected: String,
+        actual: String,
+        duration_ms: u64,
+    },
     Log {
         level: Level,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,7 +157,7 @@ impl Event {
             Event::Warning { message } => {
                 format!("{} {message}", style("warning:").yellow().bold())
             }
-            Event::Result { .. } => return None,
+            Event::Result { .. } | Event::CheckFinished { .. } => return None,
         })
     }
 }

@@ -221,7 +221,7 @@ impl Step<BuildState> for Launch {
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
-        let q = qemu_cfg(state)?;
+        let q = qemu_cfg(state)?.clone();
         let cfg = VmConfig {
             qemu_binary: q.qemu_binary.clone(),
             accel: *BuildState::require(&state.machine.accel, "the accelerator")?,
@@ -238,6 +238,7 @@ impl Step<BuildState> for Launch {
             dir: BuildState::require(&state.work_dir, "the work directory")?.clone(),
             tag: "build".into(),
         };
+        state.machine.launched_at = Some(std::time::Instant::now());
         let vm = Arc::new(Vm::launch(&cfg).await.map_err(QemuError::from)?);
         ui::info(format!(
             "QEMU started (pid {}, SSH on 127.0.0.1:{})",
@@ -282,33 +283,32 @@ fn abort_note(state: &BuildState, vm: &Vm, user: &str) -> String {
     )
 }
 
-/// The SSH target of the build VM.
-pub fn ssh_target(state: &BuildState) -> Result<SshTarget, QemuError> {
-    let q = qemu_cfg(state)?;
-    let vm = BuildState::require(&state.machine.vm, "the VM")?;
+/// The SSH target of a VM booted with `key` (and the template's password).
+pub fn ssh_target(q: &QemuBuilder, vm: &Vm, key: Option<&Arc<KeyPair>>) -> SshTarget {
     let mut auth = Vec::new();
-    if let Some(key) = &state.machine.key {
+    if let Some(key) = key {
         auth.push(SshAuth::Key(key.clone()));
     }
     if let Some(password) = &q.ssh.password {
         auth.push(SshAuth::Password(password.expose().to_string()));
     }
-    Ok(SshTarget {
-        host: "127.0.0.1".into(),
-        port: vm.ssh_port,
-        username: q.ssh.username.clone(),
-        auth,
-    })
+    SshTarget { host: "127.0.0.1".into(), port: vm.ssh_port, username: q.ssh.username.clone(), auth }
 }
 
-/// Waits for SSH (and `ready_command`), failing at once if QEMU exits.
-pub async fn connect(
-    state: &BuildState,
-    cancel: &CancellationToken,
-) -> Result<SshClient, QemuError> {
+/// Waits for SSH on the build VM (and `ready_command`), failing at once if QEMU exits.
+pub async fn connect(state: &BuildState, cancel: &CancellationToken) -> Result<SshClient, QemuError> {
     let q = qemu_cfg(state)?;
     let vm = BuildState::require(&state.machine.vm, "the VM")?;
-    let target = ssh_target(state)?;
+    connect_to(q, vm, state.machine.key.as_ref(), cancel).await
+}
+
+pub async fn connect_to(
+    q: &QemuBuilder,
+    vm: &Vm,
+    key: Option<&Arc<KeyPair>>,
+    cancel: &CancellationToken,
+) -> Result<SshClient, QemuError> {
+    let target = ssh_target(q, vm, key);
     let timeout = q.ssh.timeout.0;
     let wait = async {
         let client = wait_for_ssh(&target, timeout, cancel, |_| {}).await?;
@@ -324,6 +324,57 @@ pub async fn connect(
             ReadyError::NotReady(status) => QemuError::NotReady { status },
         }),
     }
+}
+
+/// A throwaway boot of an image (for verify): an overlay on it, a fresh
+/// seed with a new instance-id so first-boot logic runs as a user sees it.
+pub struct FreshBoot {
+    pub vm: Arc<Vm>,
+    pub client: SshClient,
+    /// QEMU start to SSH ready.
+    pub boot_time: Duration,
+}
+
+pub async fn boot_fresh(
+    state: &BuildState,
+    image: &Path,
+    tag: &str,
+    cancel: &CancellationToken,
+) -> Result<FreshBoot, QemuError> {
+    let q = qemu_cfg(state)?;
+    let work = BuildState::require(&state.work_dir, "the work directory")?;
+    let accel = match state.machine.accel {
+        Some(a) => a,
+        None => accel::choose(q.accelerator)?,
+    };
+    let disk = work.join(format!("{tag}-disk.qcow2"));
+    let format = image_format(image).await?;
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"]).arg(image).arg(&disk);
+    run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
+    let key = Arc::new(KeyPair::generate()?);
+    let seed_path = work.join(format!("{tag}-seed.img"));
+    write_seed(state, q, &key, &seed_path, tag)?;
+    let cfg = VmConfig {
+        qemu_binary: q.qemu_binary.clone(),
+        accel,
+        machine: q.machine.clone(),
+        cpus: q.cpus,
+        memory_mib: q.memory.mib(),
+        disk,
+        disk_interface: q.disk_interface,
+        seed: Some(seed_path),
+        cdrom: None,
+        firmware: q.firmware,
+        extra_args: q.qemu_args.clone(),
+        guest_ssh_port: q.ssh.port,
+        dir: work.clone(),
+        tag: tag.to_string(),
+    };
+    let started = std::time::Instant::now();
+    let vm = Arc::new(Vm::launch(&cfg).await?);
+    let client = connect_to(q, &vm, Some(&key), cancel).await?;
+    Ok(FreshBoot { vm, client, boot_time: started.elapsed() })
 }
 
 enum ReadyError {
@@ -386,6 +437,7 @@ impl Step<BuildState> for WaitSsh {
             started.elapsed().as_secs_f64(),
             client.host_key_fingerprint()
         ));
+        state.machine.boot_time = state.machine.launched_at.map(|t| t.elapsed());
         state.machine.host_key = Some(client.host_key_fingerprint().to_string());
         state.machine.ssh = Some(client);
         Ok(())
@@ -534,4 +586,7 @@ pub struct MachineState {
     pub ssh: Option<SshClient>,
     pub host_key: Option<String>,
     pub shutdown: Option<ShutdownMethod>,
+    pub launched_at: Option<std::time::Instant>,
+    /// QEMU start to SSH ready on the build VM.
+    pub boot_time: Option<Duration>,
 }

@@ -1,0 +1,126 @@
+//! Runs the template's `verify` checks before anything is published: by
+//! default on a fresh boot of the exported artifact, or on the build VM
+//! (`export.verify_on: build-vm`), or on an already published artifact
+//! (`imgbuild test`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::BuildState;
+use crate::builder::qemu;
+use crate::runner::{BoxError, Step, StepContext};
+use crate::ui::{self, Event};
+use crate::verify::{self, CheckResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyStepError {
+    #[error("{failed} of {total} verify checks failed: {}", names.join(", "))]
+    Failed { failed: usize, total: usize, names: Vec<String> },
+    #[error("no exported image can be booted for verify (formats: {0})")]
+    NothingBootable(String),
+    #[error("cannot write the JUnit report {path}")]
+    Junit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which machine the checks run on.
+pub enum Target {
+    /// The build VM, before shutdown.
+    BuildVm,
+    /// A fresh boot of the artifact just exported.
+    Exported,
+    /// A fresh boot of a published image file.
+    Published(PathBuf),
+}
+
+pub struct Verify {
+    pub target: Target,
+}
+
+#[async_trait::async_trait]
+impl Step<BuildState> for Verify {
+    fn name(&self) -> String {
+        match self.target {
+            Target::BuildVm => "verify (build VM)".into(),
+            _ => "verify (fresh boot)".into(),
+        }
+    }
+
+    async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
+        let results = match &self.target {
+            Target::BuildVm => {
+                let client = BuildState::require(&state.machine.ssh, "the SSH connection")?;
+                run(state, client, state.machine.boot_time).await
+            }
+            Target::Exported => {
+                let image = bootable_artifact(state)?;
+                fresh(state, &image, &cx.cancel).await?
+            }
+            Target::Published(image) => fresh(state, image, &cx.cancel).await?,
+        };
+        record(state, &results)
+    }
+}
+
+async fn fresh(
+    state: &BuildState,
+    image: &std::path::Path,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<CheckResult>, BoxError> {
+    let boot = qemu::boot_fresh(state, image, "verify", cancel).await?;
+    ui::info(format!("verify VM answered SSH after {:.1}s", boot.boot_time.as_secs_f64()));
+    let results = run(state, &boot.client, Some(boot.boot_time)).await;
+    // A throwaway overlay: nothing to keep, so no graceful shutdown is needed.
+    boot.client.close().await;
+    boot.vm.kill();
+    boot.vm.wait_exit(Duration::from_secs(10)).await;
+    Ok(results)
+}
+
+async fn run(state: &BuildState, client: &crate::communicator::SshClient, boot_time: Option<Duration>) -> Vec<CheckResult> {
+    let results = verify::run_checks(client, &state.loaded.template.verify, boot_time).await;
+    for r in &results {
+        ui::emit(Event::CheckFinished {
+            check: r.name.clone(),
+            kind: r.kind.to_string(),
+            passed: r.passed,
+            expected: r.expected.clone(),
+            actual: r.actual.clone(),
+            duration_ms: r.duration_ms,
+        });
+    }
+    verify::print_table(&results);
+    results
+}
+
+/// The first exported file QEMU can boot directly (not stream-compressed).
+fn bootable_artifact(state: &BuildState) -> Result<PathBuf, VerifyStepError> {
+    let exported = state.export.as_ref().map(|e| e.artifacts.as_slice()).unwrap_or_default();
+    exported
+        .iter()
+        .find(|a| !a.file.ends_with(".zst") && !a.file.ends_with(".xz") && !a.file.ends_with(".gz"))
+        .map(|a| a.path.clone())
+        .ok_or_else(|| {
+            VerifyStepError::NothingBootable(exported.iter().map(|a| a.format.clone()).collect::<Vec<_>>().join(", "))
+        })
+}
+
+/// Keeps the results for the manifest and the JUnit report; fails on any failed check.
+fn record(state: &mut BuildState, results: &[CheckResult]) -> Result<(), BoxError> {
+    if let Some(path) = &state.settings.junit {
+        let xml = verify::junit_xml(&state.loaded.template.name, results);
+        std::fs::write(path, xml)
+            .map_err(|source| VerifyStepError::Junit { path: path.display().to_string(), source })?;
+    }
+    state.verify_results = serde_json::to_value(results).ok();
+    let (passed, failed) = verify::summary(results);
+    if failed > 0 {
+        let names = results.iter().filter(|r| !r.passed).map(|r| r.name.clone()).collect();
+        return Err(VerifyStepError::Failed { failed, total: passed + failed, names }.into());
+    }
+    ui::info(format!("verify: all {passed} checks passed"));
+    Ok(())
+}

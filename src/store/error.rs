@@ -1,0 +1,136 @@
+//! Errors of the artifact store.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+///
+/// Messages name what failed and where (path, `name@version`); the underlying
+/// cause, if any, is the error's `source()` and is not repeated in the message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An image name that is not `[a-z0-9][a-z0-9._-]*`.
+    #[error("{reason}")]
+    InvalidName { name: String, reason: String },
+
+    /// Neither a semantic version nor `YYYY.MM.DD.N`.
+    #[error(
+        "invalid version `{version}`: expected a semantic version like `1.4.0` (optionally `-rc.1`) or a date version `YYYY.MM.DD.N`"
+    )]
+    InvalidVersion { version: String },
+
+    /// A channel name that is not `[a-z][a-z0-9_-]*`.
+    #[error("invalid channel `{channel}`: use 1-64 lowercase letters, digits, `-` or `_`, starting with a letter")]
+    InvalidChannel { channel: String },
+
+    /// `resolve` was given something other than `NAME`, `NAME@VERSION` or
+    /// `NAME@CHANNEL`.
+    #[error("invalid image reference `{spec}`: expected NAME, NAME@VERSION or NAME@CHANNEL")]
+    InvalidSpec { spec: String },
+
+    /// The version is already published (or was published by a concurrent
+    /// build first).
+    #[error("{name}@{version} already exists in the store")]
+    VersionExists { name: String, version: String },
+
+    /// No such version of the image.
+    #[error("{name}@{version} not found in the store {}", store.display())]
+    VersionNotFound { name: String, version: String, store: PathBuf },
+
+    /// The store directory does not exist (commands that only read).
+    #[error("no artifact store at {} (set --store or IMGBUILD_STORE)", path.display())]
+    NoStore { path: PathBuf },
+
+    /// The image has no published version.
+    #[error("image `{name}` not found in the store {}", store.display())]
+    ImageNotFound { name: String, store: PathBuf },
+
+    /// The channel is not set for the image.
+    #[error("channel `{channel}` of image `{name}` is not set{}", list_channels(available))]
+    ChannelNotFound { name: String, channel: String, available: Vec<String> },
+
+    /// A channel points at a version whose directory is gone.
+    #[error("channel `{channel}` of image `{name}` points at {version}, which is not in the store")]
+    DanglingChannel { name: String, channel: String, version: String },
+
+    /// A file-system operation failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Taking a lock failed (not: the lock is busy — that waits).
+    #[error("cannot lock {}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Moving a directory into place failed for a reason other than the
+    /// target existing.
+    #[error("cannot rename {} to {}", from.display(), to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A store metadata file or manifest is not the JSON it should be.
+    #[error("{} is not valid JSON of the expected shape", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// JSON could not be serialised (should not happen with plain values).
+    #[error("cannot serialise {}", path.display())]
+    Serialize {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// `commit` was called without a SHA-256 checksum list, or `verify` found
+    /// no `SHA256SUMS` in the directory.
+    #[error("no SHA256SUMS in {}", dir.display())]
+    MissingSha256Sums { dir: PathBuf },
+
+    /// A checksum list line is not `<hex>  <file name>`.
+    #[error("{}:{line}: {reason}", path.display())]
+    InvalidSums { path: PathBuf, line: usize, reason: String },
+
+    /// A checksum list names a file that is not in the staging directory.
+    #[error("{list} lists `{file}`, which is not in {}", dir.display())]
+    ListedFileMissing { list: String, file: String, dir: PathBuf },
+
+    /// The version directory is in place, but `channels.json` or `index.json`
+    /// could not be updated.
+    #[error(
+        "{name}@{version} was published, but the store metadata could not be updated (run `imgbuild promote {name} {version} latest` to point `latest` at it)"
+    )]
+    PublishedWithoutMetadata {
+        name: String,
+        version: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io { action, path: path.into(), source }
+    }
+}
+
+fn list_channels(available: &[String]) -> String {
+    if available.is_empty() {
+        " (the image has no channels)".to_string()
+    } else {
+        format!(" (set: {})", available.join(", "))
+    }
+}
