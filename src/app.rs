@@ -14,11 +14,7 @@ use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs, diag:
 use crate::ui::{self, Event, UiOptions, events::Status};
 
 pub fn run(cli: Cli) -> i32 {
-    let verbosity = if cli.global.quiet {
-        -1
-    } else {
-        cli.global.verbose.min(2) as i8
-    };
+    let verbosity = if cli.global.quiet { -1 } else { cli.global.verbose.min(2) as i8 };
     ui::init(UiOptions {
         format: cli.global.output,
         color: cli.global.color,
@@ -26,11 +22,7 @@ pub fn run(cli: Cli) -> i32 {
         verbosity,
     });
     ui::init_tracing(verbosity);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             report_error(&format!("cannot start the async runtime: {e}"));
@@ -53,11 +45,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 pub fn report_error(message: &str) {
-    ui::emit(Event::Log {
-        level: ui::Level::Error,
-        source: None,
-        message: message.to_string(),
-    });
+    ui::emit(Event::Log { level: ui::Level::Error, source: None, message: message.to_string() });
 }
 
 pub fn new_build_id() -> String {
@@ -65,17 +53,9 @@ pub fn new_build_id() -> String {
     format!("{now}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-fn load_options(
-    vars: &VarArgs,
-    build_id: String,
-    version_override: Option<String>,
-) -> Result<LoadOptions, String> {
+fn load_options(vars: &VarArgs, build_id: String, version_override: Option<String>) -> Result<LoadOptions, String> {
     Ok(LoadOptions {
-        vars: VarInputs {
-            cli: VarInputs::parse_cli(&vars.vars)?,
-            files: vars.var_files.clone(),
-            use_env: true,
-        },
+        vars: VarInputs { cli: VarInputs::parse_cli(&vars.vars)?, files: vars.var_files.clone(), use_env: true },
         build_id,
         version_override,
     })
@@ -163,10 +143,7 @@ async fn build(args: BuildArgs) -> ExitCode {
     ui::emit(Event::BuildStarted {
         build_id: loaded.build_id.clone(),
         name: t.name.clone(),
-        version: serde_json::to_value(&t.version)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        version: serde_json::to_value(&t.version).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         template: display_path(&loaded.path),
     });
     let cancel = CancellationToken::new();
@@ -234,43 +211,23 @@ fn version_text(v: &template::VersionSpec) -> String {
 /// Prints the summary and the `result` event; returns the exit code.
 fn finish(outcome: Outcome, started: Instant) -> ExitCode {
     let (status, code, error) = match (&outcome.result, outcome.cleanup_errors.is_empty()) {
-        (_, false) => (
-            Status::CleanupFailed,
-            ExitCode::CleanupFailed,
-            outcome.result.as_ref().err().map(|e| chain(e)),
-        ),
+        (_, false) => (Status::CleanupFailed, ExitCode::CleanupFailed, outcome.result.as_ref().err().map(|e| chain(e))),
         (Ok(()), true) => (Status::Success, ExitCode::Success, None),
-        (Err(e @ RunFailure::Interrupted { .. }), true) => {
-            (Status::Interrupted, ExitCode::Interrupted, Some(chain(e)))
-        }
+        (Err(e @ RunFailure::Interrupted { .. }), true) => (Status::Interrupted, ExitCode::Interrupted, Some(chain(e))),
         (Err(e), true) => (Status::Failed, ExitCode::BuildFailed, Some(chain(e))),
     };
     if let Some(e) = &error {
         report_error(e);
     }
-    let mut left_behind: Vec<String> = outcome
-        .cleanup_errors
-        .iter()
-        .map(|(what, e)| format!("{what} ({e})"))
-        .collect();
+    let mut left_behind: Vec<String> = outcome.cleanup_errors.iter().map(|(what, e)| format!("{what} ({e})")).collect();
     left_behind.extend(outcome.kept.iter().cloned());
     for item in &left_behind {
         ui::eprintln_raw(&format!("    left behind: {item}"));
     }
     let duration_ms = started.elapsed().as_millis() as u64;
     if status == Status::Success {
-        ui::info(format!(
-            "build finished in {}",
-            ui::events::secs(duration_ms)
-        ));
+        ui::info(format!("build finished in {}", ui::events::secs(duration_ms)));
     }
-    ui::emit(Event::Result {
-        status,
-        exit_code: code.code(),
-        duration_ms,
-        error,
-        steps: outcome.timings,
-        left_behind,
-    });
+    ui::emit(Event::Result { status, exit_code: code.code(), duration_ms, error, steps: outcome.timings, left_behind });
     code
 }

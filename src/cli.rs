@@ -174,18 +174,9 @@ mod tests {
 
     #[test]
     fn template_alone_means_build() {
-        assert!(matches!(
-            parse(&["imgbuild", "t.json"]).command,
-            Command::Build(_)
-        ));
-        assert!(matches!(
-            parse(&["imgbuild", "--output", "json", "t.json"]).command,
-            Command::Build(_)
-        ));
-        assert!(matches!(
-            parse(&["imgbuild", "validate", "t.json"]).command,
-            Command::Validate(_)
-        ));
+        assert!(matches!(parse(&["imgbuild", "t.json"]).command, Command::Build(_)));
+        assert!(matches!(parse(&["imgbuild", "--output", "json", "t.json"]).command, Command::Build(_)));
+        assert!(matches!(parse(&["imgbuild", "validate", "t.json"]).command, Command::Validate(_)));
     }
 
     #[test]

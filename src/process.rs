@@ -28,11 +28,7 @@ pub enum ProcessError {
         source: std::io::Error,
     },
     #[error("`{program}` failed ({status}){}", stderr_tail(.stderr))]
-    Failed {
-        program: String,
-        status: ExitStatus,
-        stderr: String,
-    },
+    Failed { program: String, status: ExitStatus, stderr: String },
 }
 
 fn stderr_tail(stderr: &str) -> String {
@@ -40,10 +36,7 @@ fn stderr_tail(stderr: &str) -> String {
     if tail.is_empty() {
         String::new()
     } else {
-        format!(
-            ": {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )
+        format!(": {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
     }
 }
 
@@ -65,16 +58,9 @@ impl GroupChild {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        let child = cmd.spawn().map_err(|source| ProcessError::Spawn { program: program.clone(), source })?;
         let pgid = child.id().map(|id| id as i32);
-        Ok(GroupChild {
-            child,
-            program,
-            pgid,
-        })
+        Ok(GroupChild { child, program, pgid })
     }
 
     pub fn id(&self) -> Option<u32> {
@@ -110,9 +96,7 @@ pub async fn run_streaming(
     label: &str,
     timeout: Option<Duration>,
 ) -> Result<(ExitStatus, Vec<String>), ProcessError> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = GroupChild::spawn(cmd)?;
     let program = child.program.clone();
     let stdout = child.child.stdout.take();
@@ -124,25 +108,16 @@ pub async fn run_streaming(
     let status = match timeout {
         Some(t) => tokio::time::timeout(t, wait)
             .await
-            .map_err(|_| ProcessError::Timeout {
-                program: program.clone(),
-                timeout: t,
-            })?,
+            .map_err(|_| ProcessError::Timeout { program: program.clone(), timeout: t })?,
         None => wait.await,
     }
-    .map_err(|source| ProcessError::Wait {
-        program: program.clone(),
-        source,
-    })?;
+    .map_err(|source| ProcessError::Wait { program: program.clone(), source })?;
     // The group may still hold background children that keep the pipes open.
     child.kill_group();
     for task in [out_task, err_task].into_iter().flatten() {
         let _ = task.await;
     }
-    let tail = tail
-        .lock()
-        .map(|t| t.iter().cloned().collect())
-        .unwrap_or_default();
+    let tail = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
     Ok((status, tail))
 }
 
@@ -167,22 +142,14 @@ async fn forward_lines(
 
 /// Runs a command and returns its stdout; a non-zero exit is an error with stderr's tail.
 pub async fn run_capture(mut cmd: Command, timeout: Duration) -> Result<String, ProcessError> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = GroupChild::spawn(cmd)?;
     let program = child.program.clone();
     let mut child = child;
     let output = tokio::time::timeout(timeout, wait_output(&mut child))
         .await
-        .map_err(|_| ProcessError::Timeout {
-            program: program.clone(),
-            timeout,
-        })?
-        .map_err(|source| ProcessError::Wait {
-            program: program.clone(),
-            source,
-        })?;
+        .map_err(|_| ProcessError::Timeout { program: program.clone(), timeout })?
+        .map_err(|source| ProcessError::Wait { program: program.clone(), source })?;
     child.forget_group();
     if !output.status.success() {
         return Err(ProcessError::Failed {
@@ -210,11 +177,7 @@ async fn wait_output(child: &mut GroupChild) -> std::io::Result<std::process::Ou
         }
     };
     let (status, _, _) = tokio::join!(child.child.wait(), read_out, read_err);
-    Ok(std::process::Output {
-        status: status?,
-        stdout: out,
-        stderr: err,
-    })
+    Ok(std::process::Output { status: status?, stdout: out, stderr: err })
 }
 
 /// Finds a program on PATH.

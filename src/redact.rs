@@ -72,10 +72,7 @@ mod tests {
     #[test]
     fn masks_secret_inside_longer_text_and_quoted_forms() {
         register("hunter2'x");
-        assert_eq!(
-            scrub("echo 'hunter2'\\''x' done"),
-            "echo '<sensitive>' done"
-        );
+        assert_eq!(scrub("echo 'hunter2'\\''x' done"), "echo '<sensitive>' done");
         assert_eq!(scrub("pw=hunter2'x;"), "pw=<sensitive>;");
     }
 

@@ -117,11 +117,7 @@ impl Runner {
         let mut result = Ok(());
         for (index, step) in steps.iter().enumerate() {
             let name = step.name();
-            ui::emit(Event::StepStarted {
-                step: name.clone(),
-                index,
-                total: steps.len(),
-            });
+            ui::emit(Event::StepStarted { step: name.clone(), index, total: steps.len() });
             let started = Instant::now();
             let step_result = tokio::select! {
                 biased;
@@ -131,20 +127,14 @@ impl Runner {
                 }),
             };
             let duration_ms = started.elapsed().as_millis() as u64;
-            ui::emit(Event::StepFinished {
-                step: name.clone(),
-                index,
-                ok: step_result.is_ok(),
-                duration_ms,
-            });
+            ui::emit(Event::StepFinished { step: name.clone(), index, ok: step_result.is_ok(), duration_ms });
             cx.timings.push(StepTiming { step: name, duration_ms });
             if let Err(failure) = step_result {
                 result = Err(failure);
                 break;
             }
         }
-        let keep =
-            self.on_error == OnError::Abort && matches!(result, Err(RunFailure::Step { .. }));
+        let keep = self.on_error == OnError::Abort && matches!(result, Err(RunFailure::Step { .. }));
         let cleanups = std::mem::take(&mut cx.cleanups);
         let (cleanup_errors, kept) =
             if keep { (Vec::new(), keep_all(cleanups)) } else { (run_cleanups(cleanups).await, Vec::new()) };
@@ -153,11 +143,7 @@ impl Runner {
 }
 
 fn keep_all(cleanups: Vec<Cleanup>) -> Vec<String> {
-    cleanups
-        .into_iter()
-        .rev()
-        .map(|c| c.keep_note.unwrap_or(c.label))
-        .collect()
+    cleanups.into_iter().rev().map(|c| c.keep_note.unwrap_or(c.label)).collect()
 }
 
 /// Runs cleanups last-in-first-out; each gets its own timeout and none is
@@ -169,10 +155,7 @@ async fn run_cleanups(cleanups: Vec<Cleanup>) -> Vec<(String, String)> {
         let outcome = match tokio::time::timeout(cleanup.timeout, (cleanup.action)()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(crate::error::chain(e.as_ref())),
-            Err(_) => Err(format!(
-                "timed out after {}",
-                crate::template::units::Dur(cleanup.timeout)
-            )),
+            Err(_) => Err(format!("timed out after {}", crate::template::units::Dur(cleanup.timeout))),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         ui::emit(Event::CleanupFinished {
@@ -214,11 +197,7 @@ mod tests {
                 log.lock().unwrap().push(format!("undo {name}"));
                 Ok(())
             }));
-            if self.fail {
-                Err("boom".into())
-            } else {
-                Ok(())
-            }
+            if self.fail { Err("boom".into()) } else { Ok(()) }
         }
     }
 
@@ -226,23 +205,14 @@ mod tests {
         ["a", "b", "c"]
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                Box::new(Push {
-                    name,
-                    fail: fail_at == Some(i),
-                    log: log.clone(),
-                }) as Box<dyn Step<()>>
-            })
+            .map(|(i, name)| Box::new(Push { name, fail: fail_at == Some(i), log: log.clone() }) as Box<dyn Step<()>>)
             .collect()
     }
 
     #[tokio::test]
     async fn cleans_up_in_reverse_after_success() {
         let log = Log::default();
-        let runner = Runner {
-            cancel: CancellationToken::new(),
-            on_error: OnError::Cleanup,
-        };
+        let runner = Runner { cancel: CancellationToken::new(), on_error: OnError::Cleanup };
         let outcome = runner.run(&steps(&log, None), &mut ()).await;
         assert!(outcome.result.is_ok());
         assert_eq!(*log.lock().unwrap(), ["undo c", "undo b", "undo a"]);
@@ -252,25 +222,16 @@ mod tests {
     #[tokio::test]
     async fn failed_step_stops_the_run_and_its_own_cleanup_runs() {
         let log = Log::default();
-        let runner = Runner {
-            cancel: CancellationToken::new(),
-            on_error: OnError::Cleanup,
-        };
+        let runner = Runner { cancel: CancellationToken::new(), on_error: OnError::Cleanup };
         let outcome = runner.run(&steps(&log, Some(1)), &mut ()).await;
-        assert!(matches!(
-            outcome.result,
-            Err(RunFailure::Step { index: 1, .. })
-        ));
+        assert!(matches!(outcome.result, Err(RunFailure::Step { index: 1, .. })));
         assert_eq!(*log.lock().unwrap(), ["undo b", "undo a"]);
     }
 
     #[tokio::test]
     async fn abort_keeps_everything() {
         let log = Log::default();
-        let runner = Runner {
-            cancel: CancellationToken::new(),
-            on_error: OnError::Abort,
-        };
+        let runner = Runner { cancel: CancellationToken::new(), on_error: OnError::Abort };
         let outcome = runner.run(&steps(&log, Some(2)), &mut ()).await;
         assert!(log.lock().unwrap().is_empty());
         assert_eq!(outcome.kept, ["undo c", "undo b", "undo a"]);
@@ -300,10 +261,7 @@ mod tests {
     #[tokio::test]
     async fn cancel_interrupts_a_step_and_cleanup_timeouts_are_errors() {
         let cancel = CancellationToken::new();
-        let runner = Runner {
-            cancel: cancel.clone(),
-            on_error: OnError::Abort,
-        };
+        let runner = Runner { cancel: cancel.clone(), on_error: OnError::Abort };
         let trigger = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             cancel.cancel();
@@ -312,10 +270,7 @@ mod tests {
         let outcome = runner.run(&steps, &mut ()).await;
         trigger.await.unwrap();
         // An interrupt always cleans up, even with --on-error abort.
-        assert!(matches!(
-            outcome.result,
-            Err(RunFailure::Interrupted { .. })
-        ));
+        assert!(matches!(outcome.result, Err(RunFailure::Interrupted { .. })));
         assert_eq!(outcome.cleanup_errors.len(), 1);
         assert!(outcome.cleanup_errors[0].1.contains("timed out"));
     }

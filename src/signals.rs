@@ -9,10 +9,7 @@ use crate::ui;
 
 pub fn watch(cancel: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             tracing::warn!("cannot install signal handlers; Ctrl-C will not clean up");
             return;
         };
@@ -22,9 +19,7 @@ pub fn watch(cancel: CancellationToken) -> JoinHandle<()> {
                 _ = term.recv() => "SIGTERM",
             };
             if cancel.is_cancelled() {
-                ui::warn(format!(
-                    "{name} received again: cleanup is in progress and will finish first"
-                ));
+                ui::warn(format!("{name} received again: cleanup is in progress and will finish first"));
             } else {
                 ui::warn(format!("{name} received: stopping and cleaning up"));
                 cancel.cancel();

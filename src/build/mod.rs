@@ -2,8 +2,8 @@
 //! template turns into.
 
 pub mod publish;
-pub mod verify_step;
 mod steps;
+pub mod verify_step;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,9 +93,7 @@ impl BuildState {
 /// Problems found when turning a valid template into a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error(
-        "provisioner {index} (`{kind}`) needs a machine, but the `null` builder boots none; use `shell-local`"
-    )]
+    #[error("provisioner {index} (`{kind}`) needs a machine, but the `null` builder boots none; use `shell-local`")]
     NeedsMachine { index: usize, kind: &'static str },
 }
 
@@ -117,10 +115,7 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
                 .enumerate()
                 .find(|(_, p)| !matches!(p.kind, ProvisionerKind::ShellLocal(_)))
             {
-                return Err(PlanError::NeedsMachine {
-                    index,
-                    kind: p.kind.type_name(),
-                });
+                return Err(PlanError::NeedsMachine { index, kind: p.kind.type_name() });
             }
             steps.extend(provision_steps(loaded));
         }
@@ -152,11 +147,6 @@ fn provision_steps(loaded: &Loaded) -> Vec<Box<dyn Step<BuildState>>> {
         .provisioners
         .iter()
         .enumerate()
-        .map(|(index, p)| {
-            Box::new(Provision {
-                index,
-                kind: p.kind.type_name(),
-            }) as Box<dyn Step<BuildState>>
-        })
+        .map(|(index, p)| Box::new(Provision { index, kind: p.kind.type_name() }) as Box<dyn Step<BuildState>>)
         .collect()
 }

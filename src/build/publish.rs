@@ -55,7 +55,12 @@ impl Step<BuildState> for Export {
         let artifacts =
             export::export_all(&disk, &staging.dir, &base, &export_cfg.formats, &export_cfg.checksums).await?;
         for a in &artifacts {
-            ui::info(format!("exported {} ({} bytes, sha256 {})", a.file, a.size, a.digests.get("sha256").map_or("-", |s| s)));
+            ui::info(format!(
+                "exported {} ({} bytes, sha256 {})",
+                a.file,
+                a.size,
+                a.digests.get("sha256").map_or("-", |s| s)
+            ));
         }
         state.export = Some(ExportState { staging, artifacts });
         Ok(())

@@ -19,25 +19,19 @@ impl Step<BuildState> for WorkDir {
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
-        let dir = state
-            .settings
-            .work_root
-            .join(format!("imgbuild-{}", state.build_id()));
+        let dir = state.settings.work_root.join(format!("imgbuild-{}", state.build_id()));
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| format!("cannot create work directory {}: {e}", dir.display()))?;
         tracing::debug!("work directory {}", dir.display());
         let removed = dir.clone();
         cx.on_cleanup(
-            Cleanup::new(
-                format!("remove work directory {}", dir.display()),
-                move || async move {
-                    match tokio::fs::remove_dir_all(&removed).await {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                        _ => Ok(()),
-                    }
-                },
-            )
+            Cleanup::new(format!("remove work directory {}", dir.display()), move || async move {
+                match tokio::fs::remove_dir_all(&removed).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                    _ => Ok(()),
+                }
+            })
             .keep_note(format!("work directory kept: {}", dir.display())),
         );
         state.work_dir = Some(dir);
@@ -57,30 +51,12 @@ impl Step<BuildState> for FetchSource {
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let source = BuildState::require(&state.loaded.template.source, "the source")?;
         if matches!(source.checksum(), crate::source::Checksum::None) {
-            ui::warn(format!(
-                "source {} has checksum `none`: its content is not verified",
-                source.url()
-            ));
+            ui::warn(format!("source {} has checksum `none`: its content is not verified", source.url()));
         }
         let fetcher = Fetcher::new(state.settings.cache_dir.clone(), progress_reporter())?;
-        let fetched = fetcher
-            .fetch(
-                source.url(),
-                source.checksum(),
-                &state.loaded.dir,
-                &cx.cancel,
-            )
-            .await?;
-        let how = if fetched.cache_hit {
-            "cached"
-        } else {
-            "verified"
-        };
-        ui::info(format!(
-            "source {how}: {} ({})",
-            fetched.path.display(),
-            fetched.digest
-        ));
+        let fetched = fetcher.fetch(source.url(), source.checksum(), &state.loaded.dir, &cx.cancel).await?;
+        let how = if fetched.cache_hit { "cached" } else { "verified" };
+        ui::info(format!("source {how}: {} ({})", fetched.path.display(), fetched.digest));
         state.source = Some(fetched);
         Ok(())
     }
@@ -91,11 +67,7 @@ fn progress_reporter() -> crate::source::ProgressFn {
     Arc::new(move |event| {
         let Ok(mut slot) = bar.lock() else { return };
         match event {
-            ProgressEvent::Started {
-                label,
-                total,
-                resumed_from,
-            } => {
+            ProgressEvent::Started { label, total, resumed_from } => {
                 let p = ByteProgress::new(&label, total);
                 p.set_position(resumed_from);
                 *slot = Some(p);
@@ -159,11 +131,7 @@ impl Step<BuildState> for Provision {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt < provisioner.max_retries => {
                     attempt += 1;
-                    ui::warn(format!(
-                        "{}; retrying ({attempt}/{})",
-                        crate::error::chain(&e),
-                        provisioner.max_retries
-                    ));
+                    ui::warn(format!("{}; retrying ({attempt}/{})", crate::error::chain(&e), provisioner.max_retries));
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Err(e) => {

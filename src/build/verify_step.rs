@@ -80,7 +80,11 @@ async fn fresh(
     Ok(results)
 }
 
-async fn run(state: &BuildState, client: &crate::communicator::SshClient, boot_time: Option<Duration>) -> Vec<CheckResult> {
+async fn run(
+    state: &BuildState,
+    client: &crate::communicator::SshClient,
+    boot_time: Option<Duration>,
+) -> Vec<CheckResult> {
     let results = verify::run_checks(client, &state.loaded.template.verify, boot_time).await;
     for r in &results {
         ui::emit(Event::CheckFinished {

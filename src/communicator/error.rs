@@ -44,9 +44,7 @@ pub enum SshError {
     },
 
     /// Every configured authentication method was rejected by the server.
-    #[error(
-        "authentication as {username:?} rejected (tried: {methods}; server accepts: {server_methods})"
-    )]
+    #[error("authentication as {username:?} rejected (tried: {methods}; server accepts: {server_methods})")]
     AuthRejected {
         username: String,
         /// Methods we tried, e.g. `publickey, password`.

@@ -22,9 +22,7 @@ impl KeyPair {
     /// Generates a fresh ed25519 key pair from the operating system RNG.
     pub fn generate() -> Result<Self, SshError> {
         let mut seed = [0u8; 32];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut seed)
-            .map_err(key_error)?;
+        rand::rngs::OsRng.try_fill_bytes(&mut seed).map_err(key_error)?;
         let pair = Ed25519Keypair::from_seed(&seed);
         seed.fill(0);
         let key = PrivateKey::new(KeypairData::Ed25519(pair), "").map_err(key_error)?;
@@ -51,10 +49,7 @@ impl KeyPair {
 
     /// `SHA256:…` fingerprint of the public key, like `ssh-keygen -lf`.
     pub fn fingerprint(&self) -> String {
-        self.key
-            .public_key()
-            .fingerprint(HashAlg::Sha256)
-            .to_string()
+        self.key.public_key().fingerprint(HashAlg::Sha256).to_string()
     }
 
     pub(crate) fn private_key(&self) -> Arc<PrivateKey> {
@@ -63,15 +58,11 @@ impl KeyPair {
 }
 
 fn key_error(e: impl std::error::Error + Send + Sync + 'static) -> SshError {
-    SshError::KeyGen {
-        source: Box::new(e),
-    }
+    SshError::KeyGen { source: Box::new(e) }
 }
 
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyPair")
-            .field("fingerprint", &self.fingerprint())
-            .finish_non_exhaustive()
+        f.debug_struct("KeyPair").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
     }
 }

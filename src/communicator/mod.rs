@@ -22,8 +22,8 @@ mod wait;
 pub use error::{DisplayChain, ExitDisplay, SshError, WaitError};
 pub use keys::KeyPair;
 pub use output::{
-    CollectSink, ExecResult, NullSink, OutputSink, OutputStream, TAIL_LINES, command_with_env,
-    is_valid_env_name, shell_quote,
+    CollectSink, ExecResult, NullSink, OutputSink, OutputStream, TAIL_LINES, command_with_env, is_valid_env_name,
+    shell_quote,
 };
 pub use ssh::{KEEPALIVE_INTERVAL, KEEPALIVE_MAX, SshAuth, SshClient, SshTarget};
 pub use transfer::UploadSource;

@@ -44,12 +44,7 @@ pub struct CollectSink {
 impl CollectSink {
     /// The lines of one stream, joined with `\n`.
     pub fn text(&self, stream: OutputStream) -> String {
-        let lines: Vec<&str> = self
-            .lines
-            .iter()
-            .filter(|(s, _)| *s == stream)
-            .map(|(_, l)| l.as_str())
-            .collect();
+        let lines: Vec<&str> = self.lines.iter().filter(|(s, _)| *s == stream).map(|(_, l)| l.as_str()).collect();
         lines.join("\n")
     }
 }
@@ -132,12 +127,7 @@ impl<'a> LineRouter<'a> {
     }
 
     pub(crate) fn push(&mut self, stream: OutputStream, chunk: &[u8]) {
-        let Self {
-            sink,
-            stdout,
-            stderr,
-            tail,
-        } = self;
+        let Self { sink, stdout, stderr, tail } = self;
         let splitter = match stream {
             OutputStream::Stdout => stdout,
             OutputStream::Stderr => stderr,
@@ -147,24 +137,14 @@ impl<'a> LineRouter<'a> {
 
     /// Flushes partial lines and returns the tail.
     pub(crate) fn finish(mut self) -> Vec<String> {
-        let Self {
-            sink,
-            stdout,
-            stderr,
-            tail,
-        } = &mut self;
+        let Self { sink, stdout, stderr, tail } = &mut self;
         stdout.finish(|line| deliver(&mut **sink, tail, OutputStream::Stdout, line));
         stderr.finish(|line| deliver(&mut **sink, tail, OutputStream::Stderr, line));
         self.tail.into_iter().collect()
     }
 }
 
-fn deliver(
-    sink: &mut dyn OutputSink,
-    tail: &mut VecDeque<String>,
-    stream: OutputStream,
-    line: &str,
-) {
+fn deliver(sink: &mut dyn OutputSink, tail: &mut VecDeque<String>, stream: OutputStream, line: &str) {
     sink.line(stream, line);
     if tail.len() == TAIL_LINES {
         tail.pop_front();
@@ -245,10 +225,7 @@ mod tests {
         let cmd = command_with_env("echo", &env);
         assert_eq!(cmd.ok().as_deref(), Some("export K='a'\\''b'; echo"));
         let bad = vec![("K;rm".to_owned(), String::new())];
-        assert!(matches!(
-            command_with_env("echo", &bad),
-            Err(SshError::InvalidEnvName { .. })
-        ));
+        assert!(matches!(command_with_env("echo", &bad), Err(SshError::InvalidEnvName { .. })));
     }
 
     #[test]

@@ -78,11 +78,7 @@ impl SshTarget {
 }
 
 pub(crate) fn format_addr(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 /// russh event handler: accepts any host key (fresh VMs) and records its fingerprint.
@@ -93,15 +89,10 @@ pub(crate) struct ClientHandler {
 impl client::Handler for ClientHandler {
     type Error = russh::Error;
 
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, server_public_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
         let fingerprint = match server_public_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.fingerprint(HashAlg::Sha256),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                cert.public_key().fingerprint(HashAlg::Sha256)
-            }
+            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().fingerprint(HashAlg::Sha256),
         };
         // The first key seen (initial key exchange) is the one we report.
         let _ = self.fingerprint.set(fingerprint.to_string());
@@ -142,33 +133,22 @@ impl SshClient {
         let addr = target.addr();
         match tokio::time::timeout(timeout, Self::connect_inner(target, addr.clone())).await {
             Ok(result) => result,
-            Err(_) => Err(SshError::Timeout {
-                what: format!("connecting to {addr}"),
-                after: timeout,
-            }),
+            Err(_) => Err(SshError::Timeout { what: format!("connecting to {addr}"), after: timeout }),
         }
     }
 
     async fn connect_inner(target: &SshTarget, addr: String) -> Result<SshClient, SshError> {
         let socket = TcpStream::connect((target.host.as_str(), target.port))
             .await
-            .map_err(|source| SshError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+            .map_err(|source| SshError::Connect { addr: addr.clone(), source })?;
         if let Err(e) = socket.set_nodelay(true) {
             tracing::debug!(%addr, error = %e, "set_nodelay failed");
         }
         let seen = Arc::new(OnceLock::new());
-        let handler = ClientHandler {
-            fingerprint: Arc::clone(&seen),
-        };
+        let handler = ClientHandler { fingerprint: Arc::clone(&seen) };
         let mut handle = client::connect_stream(Arc::new(client_config()), socket, handler)
             .await
-            .map_err(|source| SshError::Handshake {
-                addr: addr.clone(),
-                source,
-            })?;
+            .map_err(|source| SshError::Handshake { addr: addr.clone(), source })?;
         authenticate(&mut handle, target).await?;
         let fingerprint = seen.get().cloned().unwrap_or_default();
         tracing::debug!(%addr, host_key = %fingerprint, user = %target.username, "SSH connected");
@@ -225,19 +205,12 @@ impl SshClient {
                 Ok(result) => result,
                 Err(_) => {
                     abort_channel(&write).await;
-                    return Err(SshError::Timeout {
-                        what: "waiting for the remote command".to_owned(),
-                        after: limit,
-                    });
+                    return Err(SshError::Timeout { what: "waiting for the remote command".to_owned(), after: limit });
                 }
             },
         };
         let ending = self.check_disconnect(ending)?;
-        Ok(ExecResult {
-            exit_status: ending.exit_status,
-            exit_signal: ending.exit_signal,
-            tail: router.finish(),
-        })
+        Ok(ExecResult { exit_status: ending.exit_status, exit_signal: ending.exit_signal, tail: router.finish() })
     }
 
     /// Opens a session channel and starts `command` on it.
@@ -254,27 +227,18 @@ impl SshClient {
     }
 
     pub(crate) async fn open_channel(&self, what: &str) -> Result<russh::Channel<Msg>, SshError> {
-        self.handle.channel_open_session().await.map_err(|source| {
-            self.lost_or(SshError::Channel {
-                what: what.to_owned(),
-                source,
-            })
-        })
+        self.handle
+            .channel_open_session()
+            .await
+            .map_err(|source| self.lost_or(SshError::Channel { what: what.to_owned(), source }))
     }
 
     /// Replaces `err` by [`SshError::Disconnected`] when the connection is gone.
     pub(crate) fn lost_or(&self, err: SshError) -> SshError {
-        if self.handle.is_closed() {
-            SshError::Disconnected
-        } else {
-            err
-        }
+        if self.handle.is_closed() { SshError::Disconnected } else { err }
     }
 
-    pub(crate) fn check_disconnect(
-        &self,
-        ending: Result<Ending, SshError>,
-    ) -> Result<Ending, SshError> {
+    pub(crate) fn check_disconnect(&self, ending: Result<Ending, SshError>) -> Result<Ending, SshError> {
         ending.map_err(|e| match e {
             SshError::Exec { .. } | SshError::Channel { .. } => self.lost_or(e),
             other => other,
@@ -283,25 +247,17 @@ impl SshClient {
 
     /// Sends an SSH disconnect and drops the connection.
     pub async fn close(self) {
-        let result = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "", "en")
-            .await;
+        let result = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
         if let Err(e) = result {
             tracing::debug!(addr = %self.addr, error = %e, "SSH disconnect failed");
         }
     }
 }
 
-async fn authenticate(
-    handle: &mut client::Handle<ClientHandler>,
-    target: &SshTarget,
-) -> Result<(), SshError> {
+async fn authenticate(handle: &mut client::Handle<ClientHandler>, target: &SshTarget) -> Result<(), SshError> {
     let username = &target.username;
     if target.auth.is_empty() {
-        return Err(SshError::NoAuthMethods {
-            username: username.clone(),
-        });
+        return Err(SshError::NoAuthMethods { username: username.clone() });
     }
     let mut server_methods = String::new();
     for auth in &target.auth {
@@ -312,22 +268,15 @@ async fn authenticate(
             }
             SshAuth::Password(password) => handle.authenticate_password(username, password).await,
         };
-        let result = result.map_err(|source| SshError::Auth {
-            username: username.clone(),
-            source,
-        })?;
+        let result = result.map_err(|source| SshError::Auth { username: username.clone(), source })?;
         match result {
             russh::client::AuthResult::Success => return Ok(()),
-            russh::client::AuthResult::Failure {
-                remaining_methods, ..
-            } => server_methods = method_names(&remaining_methods),
+            russh::client::AuthResult::Failure { remaining_methods, .. } => {
+                server_methods = method_names(&remaining_methods)
+            }
         }
     }
-    Err(SshError::AuthRejected {
-        username: username.clone(),
-        methods: target.auth_methods(),
-        server_methods,
-    })
+    Err(SshError::AuthRejected { username: username.clone(), methods: target.auth_methods(), server_methods })
 }
 
 fn method_names(methods: &[MethodKind]) -> String {
@@ -354,19 +303,11 @@ impl Ending {
 
 /// Receives channel output chunks.
 pub(crate) trait ChunkHandler: Send {
-    fn chunk(
-        &mut self,
-        stream: OutputStream,
-        data: &[u8],
-    ) -> impl Future<Output = Result<(), SshError>> + Send;
+    fn chunk(&mut self, stream: OutputStream, data: &[u8]) -> impl Future<Output = Result<(), SshError>> + Send;
 }
 
 impl ChunkHandler for LineRouter<'_> {
-    fn chunk(
-        &mut self,
-        stream: OutputStream,
-        data: &[u8],
-    ) -> impl Future<Output = Result<(), SshError>> + Send {
+    fn chunk(&mut self, stream: OutputStream, data: &[u8]) -> impl Future<Output = Result<(), SshError>> + Send {
         self.push(stream, data);
         std::future::ready(Ok(()))
     }
@@ -410,10 +351,7 @@ where
     }
 }
 
-async fn feed<R: AsyncRead + Unpin>(
-    write: &ChannelWriteHalf<Msg>,
-    stdin: Option<R>,
-) -> Result<(), FeedError> {
+async fn feed<R: AsyncRead + Unpin>(write: &ChannelWriteHalf<Msg>, stdin: Option<R>) -> Result<(), FeedError> {
     if let Some(mut input) = stdin {
         let mut buf = vec![0u8; STDIN_CHUNK];
         loop {
@@ -422,34 +360,22 @@ async fn feed<R: AsyncRead + Unpin>(
                 break;
             }
             let chunk = buf.get(..n).unwrap_or_default().to_vec();
-            write
-                .data_bytes(chunk)
-                .await
-                .map_err(|_| FeedError::Remote)?;
+            write.data_bytes(chunk).await.map_err(|_| FeedError::Remote)?;
         }
     }
     write.eof().await.map_err(|_| FeedError::Remote)
 }
 
-async fn read_until_close<H: ChunkHandler>(
-    read: &mut ChannelReadHalf,
-    handler: &mut H,
-) -> Result<Ending, SshError> {
+async fn read_until_close<H: ChunkHandler>(read: &mut ChannelReadHalf, handler: &mut H) -> Result<Ending, SshError> {
     let mut ending = Ending::default();
     while let Some(msg) = read.wait().await {
         match msg {
             ChannelMsg::Data { data } => handler.chunk(OutputStream::Stdout, &data).await?,
-            ChannelMsg::ExtendedData { data, ext: 1 } => {
-                handler.chunk(OutputStream::Stderr, &data).await?
-            }
+            ChannelMsg::ExtendedData { data, ext: 1 } => handler.chunk(OutputStream::Stderr, &data).await?,
             ChannelMsg::ExitStatus { exit_status } => ending.exit_status = Some(exit_status),
-            ChannelMsg::ExitSignal { signal_name, .. } => {
-                ending.exit_signal = Some(signal_text(&signal_name))
-            }
+            ChannelMsg::ExitSignal { signal_name, .. } => ending.exit_signal = Some(signal_text(&signal_name)),
             ChannelMsg::Failure => {
-                return Err(SshError::Exec {
-                    source: russh::Error::RequestDenied,
-                });
+                return Err(SshError::Exec { source: russh::Error::RequestDenied });
             }
             ChannelMsg::Close => return Ok(ending),
             _ => {}

@@ -53,12 +53,7 @@ impl SshClient {
 
     /// Writes `data` to `remote_path` (created or truncated; parent directories
     /// are not created). `mode` (e.g. `0o755`) is applied explicitly when given.
-    pub async fn upload(
-        &self,
-        data: UploadSource<'_>,
-        remote_path: &str,
-        mode: Option<u32>,
-    ) -> Result<(), SshError> {
+    pub async fn upload(&self, data: UploadSource<'_>, remote_path: &str, mode: Option<u32>) -> Result<(), SshError> {
         let transport = self.transport().await?;
         let result = self.put(&transport, data, remote_path, mode).await;
         transport.finish().await;
@@ -110,10 +105,7 @@ impl SshClient {
         let mut channel = self.open_channel("open session channel for sftp").await?;
         let requested = channel.request_subsystem(true, "sftp").await;
         if let Err(source) = requested {
-            return Err(self.lost_or(SshError::Channel {
-                what: "request sftp subsystem".to_owned(),
-                source,
-            }));
+            return Err(self.lost_or(SshError::Channel { what: "request sftp subsystem".to_owned(), source }));
         }
         loop {
             match channel.wait().await {
@@ -170,8 +162,7 @@ impl SshClient {
                     cmd.push_str(&format!(" && chmod {} {q}", mode_text(mode)));
                 }
                 let mut sink = TransferSink::discard();
-                self.run_transfer(&cmd, Some(input), local, &mut sink, "upload", remote)
-                    .await
+                self.run_transfer(&cmd, Some(input), local, &mut sink, "upload", remote).await
             }
         }
     }
@@ -190,17 +181,11 @@ impl SshClient {
         }
     }
 
-    async fn exec_get(
-        &self,
-        remote: &str,
-        file: tokio::fs::File,
-        local: &Path,
-    ) -> Result<u64, SshError> {
+    async fn exec_get(&self, remote: &str, file: tokio::fs::File, local: &Path) -> Result<u64, SshError> {
         let cmd = format!("cat -- {}", shell_quote(remote));
         let mut sink = TransferSink::to_file(file, local);
         let none: Option<&[u8]> = None;
-        self.run_transfer(&cmd, none, local, &mut sink, "download", remote)
-            .await?;
+        self.run_transfer(&cmd, none, local, &mut sink, "download", remote).await?;
         sink.flush().await?;
         Ok(sink.written)
     }
@@ -208,10 +193,7 @@ impl SshClient {
     async fn put_dir(&self, t: &Transport, local: &Path, remote: &str) -> Result<u64, SshError> {
         let root_meta = local_metadata(local).await?;
         if !root_meta.is_dir() {
-            return Err(SshError::Unsupported {
-                path: local.to_path_buf(),
-                reason: "not a directory",
-            });
+            return Err(SshError::Unsupported { path: local.to_path_buf(), reason: "not a directory" });
         }
         let existed = self.is_remote_dir(t, remote).await?;
         self.mkdir_p(t, remote).await?;
@@ -260,9 +242,7 @@ impl SshClient {
 
     async fn mkdir_p(&self, t: &Transport, remote: &str) -> Result<(), SshError> {
         match t {
-            Transport::Sftp(sftp) => sftp_mkdir_p(sftp, remote)
-                .await
-                .map_err(|e| self.lost_or(e)),
+            Transport::Sftp(sftp) => sftp_mkdir_p(sftp, remote).await.map_err(|e| self.lost_or(e)),
             Transport::Exec => {
                 let cmd = format!("mkdir -p -- {}", shell_quote(remote));
                 self.simple_transfer_cmd(&cmd, "mkdir", remote).await
@@ -284,17 +264,11 @@ impl SshClient {
         }
     }
 
-    async fn simple_transfer_cmd(
-        &self,
-        cmd: &str,
-        op: &'static str,
-        remote: &str,
-    ) -> Result<(), SshError> {
+    async fn simple_transfer_cmd(&self, cmd: &str, op: &'static str, remote: &str) -> Result<(), SshError> {
         let mut sink = TransferSink::discard();
         let none: Option<&[u8]> = None;
         let local = Path::new("<none>");
-        self.run_transfer(cmd, none, local, &mut sink, op, remote)
-            .await
+        self.run_transfer(cmd, none, local, &mut sink, op, remote).await
     }
 
     /// Runs a transfer command and turns a non-zero exit into [`SshError::RemoteTransfer`].
@@ -341,27 +315,16 @@ struct TransferSink {
 
 impl TransferSink {
     fn discard() -> Self {
-        Self {
-            out: None,
-            written: 0,
-            stderr: Vec::new(),
-        }
+        Self { out: None, written: 0, stderr: Vec::new() }
     }
 
     fn to_file(file: tokio::fs::File, path: &Path) -> Self {
-        Self {
-            out: Some((BufWriter::new(file), path.to_path_buf())),
-            written: 0,
-            stderr: Vec::new(),
-        }
+        Self { out: Some((BufWriter::new(file), path.to_path_buf())), written: 0, stderr: Vec::new() }
     }
 
     async fn flush(&mut self) -> Result<(), SshError> {
         if let Some((file, path)) = self.out.as_mut() {
-            file.flush().await.map_err(|source| SshError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            file.flush().await.map_err(|source| SshError::Io { path: path.clone(), source })?;
         }
         Ok(())
     }
@@ -374,10 +337,7 @@ impl TransferSink {
         let Some((file, path)) = self.out.as_mut() else {
             return Ok(());
         };
-        file.write_all(data).await.map_err(|source| SshError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        file.write_all(data).await.map_err(|source| SshError::Io { path: path.clone(), source })?;
         self.written += data.len() as u64;
         Ok(())
     }
@@ -429,14 +389,7 @@ async fn sftp_get(sftp: &SftpSession, remote: &str, local: &Path) -> Result<u64,
     let copied = copy_stream(&mut file, &mut out, Direction::Download, local, remote).await;
     let _ = file.shutdown().await;
     let result = match copied {
-        Ok(n) => out
-            .flush()
-            .await
-            .map(|()| n)
-            .map_err(|source| SshError::Io {
-                path: local.to_path_buf(),
-                source,
-            }),
+        Ok(n) => out.flush().await.map(|()| n).map_err(|source| SshError::Io { path: local.to_path_buf(), source }),
         Err(e) => Err(e),
     };
     remove_if_failed(result, local).await
@@ -470,10 +423,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let uploading = direction == Direction::Upload;
-    let local_err = |source| SshError::Io {
-        path: local.to_path_buf(),
-        source,
-    };
+    let local_err = |source| SshError::Io { path: local.to_path_buf(), source };
     let remote_err = |op, e: std::io::Error| sftp_err(op, remote, SftpError::from(e));
     let mut buf = vec![0u8; COPY_CHUNK];
     let mut total = 0u64;
@@ -505,20 +455,12 @@ async fn sftp_mkdir_p(sftp: &SftpSession, remote: &str) -> Result<(), SshError> 
             prefix.push('/');
         }
         prefix.push_str(part);
-        if sftp
-            .metadata(prefix.as_str())
-            .await
-            .is_ok_and(|m| m.is_dir())
-        {
+        if sftp.metadata(prefix.as_str()).await.is_ok_and(|m| m.is_dir()) {
             continue;
         }
         if let Err(e) = sftp.create_dir(prefix.as_str()).await {
             // Lost a race, or the path exists as a non-directory (then report it).
-            if !sftp
-                .metadata(prefix.as_str())
-                .await
-                .is_ok_and(|m| m.is_dir())
-            {
+            if !sftp.metadata(prefix.as_str()).await.is_ok_and(|m| m.is_dir()) {
                 return Err(sftp_err("mkdir", &prefix, e));
             }
         }
@@ -527,11 +469,7 @@ async fn sftp_mkdir_p(sftp: &SftpSession, remote: &str) -> Result<(), SshError> 
 }
 
 fn sftp_err(op: &'static str, path: &str, source: SftpError) -> SshError {
-    SshError::Sftp {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    SshError::Sftp { op, path: path.to_owned(), source }
 }
 
 fn permissions_attrs(mode: u32) -> FileAttributes {
@@ -570,45 +508,24 @@ pub(crate) fn remote_join(dir: &str, name: &str) -> String {
 fn file_name(path: &Path) -> Result<&str, SshError> {
     path.file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| SshError::Unsupported {
-            path: path.to_path_buf(),
-            reason: "file name is not valid UTF-8",
-        })
+        .ok_or_else(|| SshError::Unsupported { path: path.to_path_buf(), reason: "file name is not valid UTF-8" })
 }
 
 async fn open_local(path: &Path) -> Result<tokio::fs::File, SshError> {
-    tokio::fs::File::open(path)
-        .await
-        .map_err(|source| SshError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    tokio::fs::File::open(path).await.map_err(|source| SshError::Io { path: path.to_path_buf(), source })
 }
 
 async fn create_local(path: &Path) -> Result<tokio::fs::File, SshError> {
-    tokio::fs::File::create(path)
-        .await
-        .map_err(|source| SshError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    tokio::fs::File::create(path).await.map_err(|source| SshError::Io { path: path.to_path_buf(), source })
 }
 
 async fn local_metadata(path: &Path) -> Result<std::fs::Metadata, SshError> {
-    tokio::fs::symlink_metadata(path)
-        .await
-        .map_err(|source| SshError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+    tokio::fs::symlink_metadata(path).await.map_err(|source| SshError::Io { path: path.to_path_buf(), source })
 }
 
 /// Entries of a local directory (not following symlinks), sorted by name.
 async fn read_local_dir(dir: &Path) -> Result<Vec<(PathBuf, std::fs::Metadata)>, SshError> {
-    let io_err = |source| SshError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_err = |source| SshError::Io { path: dir.to_path_buf(), source };
     let mut entries = tokio::fs::read_dir(dir).await.map_err(io_err)?;
     let mut out = Vec::new();
     while let Some(entry) = entries.next_entry().await.map_err(io_err)? {

@@ -26,34 +26,21 @@ pub async fn probe_banner(host: &str, port: u16, timeout: Duration) -> Result<()
     let addr = format_addr(host, port);
     match tokio::time::timeout(timeout, read_banner(host, port, &addr)).await {
         Ok(result) => result,
-        Err(_) => Err(SshError::Timeout {
-            what: format!("waiting for an SSH banner from {addr}"),
-            after: timeout,
-        }),
+        Err(_) => Err(SshError::Timeout { what: format!("waiting for an SSH banner from {addr}"), after: timeout }),
     }
 }
 
 async fn read_banner(host: &str, port: u16, addr: &str) -> Result<(), SshError> {
-    let stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|source| SshError::Connect {
-            addr: addr.to_owned(),
-            source,
-        })?;
+    let stream =
+        TcpStream::connect((host, port)).await.map_err(|source| SshError::Connect { addr: addr.to_owned(), source })?;
     let mut reader = BufReader::new(stream).take(BANNER_LIMIT);
     let mut line = Vec::new();
     loop {
         line.clear();
         let read = reader.read_until(b'\n', &mut line).await;
-        let n = read.map_err(|source| SshError::NoBanner {
-            addr: addr.to_owned(),
-            source: Some(source),
-        })?;
+        let n = read.map_err(|source| SshError::NoBanner { addr: addr.to_owned(), source: Some(source) })?;
         if n == 0 {
-            return Err(SshError::NoBanner {
-                addr: addr.to_owned(),
-                source: None,
-            });
+            return Err(SshError::NoBanner { addr: addr.to_owned(), source: None });
         }
         if line.starts_with(b"SSH-") {
             return Ok(());
@@ -118,12 +105,7 @@ fn keep_informative(last: &mut Option<SshError>, err: SshError, deadline: Instan
     *last = Some(err);
 }
 
-fn timeout_error(
-    target: &SshTarget,
-    overall: Duration,
-    attempts: u32,
-    last_error: Option<SshError>,
-) -> WaitError {
+fn timeout_error(target: &SshTarget, overall: Duration, attempts: u32, last_error: Option<SshError>) -> WaitError {
     WaitError::Timeout {
         host: target.host.clone(),
         port: target.port,

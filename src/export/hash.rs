@@ -116,12 +116,18 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-fn compress_blocking(src: &Path, dst: &Path, kind: StreamCompression, algos: &[DigestAlgo]) -> Result<FileDigests, ExportError> {
+fn compress_blocking(
+    src: &Path,
+    dst: &Path,
+    kind: StreamCompression,
+    algos: &[DigestAlgo],
+) -> Result<FileDigests, ExportError> {
     let read_err = |source| ExportError::Read { path: src.display().to_string(), source };
     let comp_err = |source| ExportError::Compress { path: dst.display().to_string(), source };
     let mut input = std::fs::File::open(src).map_err(read_err)?;
     let total = input.metadata().map(|m| m.len()).ok();
-    let output = std::fs::File::create(dst).map_err(|source| ExportError::Write { path: dst.display().to_string(), source })?;
+    let output =
+        std::fs::File::create(dst).map_err(|source| ExportError::Write { path: dst.display().to_string(), source })?;
     let writer = HashingWriter { inner: std::io::BufWriter::new(output), hasher: MultiHasher::new(algos) };
     let progress = ByteProgress::new(&format!("compress {}", file_label(dst)), total);
     let mut writer = match kind {
@@ -144,7 +150,12 @@ fn compress_blocking(src: &Path, dst: &Path, kind: StreamCompression, algos: &[D
 }
 
 /// xz through the `xz` tool (multi-threaded, present on every Debian system).
-fn xz_blocking(src: &Path, dst: &Path, algos: &[DigestAlgo], progress: &ByteProgress) -> Result<FileDigests, ExportError> {
+fn xz_blocking(
+    src: &Path,
+    dst: &Path,
+    algos: &[DigestAlgo],
+    progress: &ByteProgress,
+) -> Result<FileDigests, ExportError> {
     let comp_err = |source| ExportError::Compress { path: dst.display().to_string(), source };
     let input = std::fs::File::open(src).map_err(comp_err)?;
     let mut child = std::process::Command::new("xz")

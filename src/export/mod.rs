@@ -193,7 +193,8 @@ pub fn sums_files(artifacts: &[Artifact], algos: &[DigestAlgo]) -> Vec<(DigestAl
     algos
         .iter()
         .map(|algo| {
-            let entries = artifacts.iter().filter_map(|a| a.digests.get(algo.name()).map(|d| (a.file.as_str(), d.as_str())));
+            let entries =
+                artifacts.iter().filter_map(|a| a.digests.get(algo.name()).map(|d| (a.file.as_str(), d.as_str())));
             (*algo, crate::store::format_sums(entries))
         })
         .collect()

@@ -15,24 +15,14 @@ pub async fn run(label: &str, step: &ShellLocal, state: &BuildState) -> Result<(
             let body = format!("#!/bin/sh\nset -e\n{}\n", lines.join("\n"));
             tokio::fs::write(&path, body)
                 .await
-                .map_err(|source| ProvisionError::WriteFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                .map_err(|source| ProvisionError::WriteFile { path: path.display().to_string(), source })?;
             vec![path]
         }
-        other => other
-            .files()
-            .into_iter()
-            .map(|p| p.resolved.clone())
-            .collect(),
+        other => other.files().into_iter().map(|p| p.resolved.clone()).collect(),
     };
     for script in scripts {
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg(&script)
-            .current_dir(&state.loaded.dir)
-            .envs(build_env(state))
-            .envs(&step.env);
+        cmd.arg(&script).current_dir(&state.loaded.dir).envs(build_env(state)).envs(&step.env);
         let (status, tail) = crate::process::run_streaming(cmd, label, None).await?;
         if !status.success() {
             return Err(ProvisionError::ExitStatus {
@@ -52,10 +42,7 @@ pub fn build_env(state: &BuildState) -> Vec<(String, String)> {
     let mut env = vec![
         ("IMGBUILD_BUILD_ID".to_string(), loaded.build_id.clone()),
         ("IMGBUILD_BUILD_NAME".to_string(), t.name.clone()),
-        (
-            "IMGBUILD_TEMPLATE_DIR".to_string(),
-            loaded.dir.display().to_string(),
-        ),
+        ("IMGBUILD_TEMPLATE_DIR".to_string(), loaded.dir.display().to_string()),
     ];
     if let crate::template::VersionSpec::Exact(v) = &t.version {
         env.push(("IMGBUILD_BUILD_VERSION".to_string(), v.clone()));

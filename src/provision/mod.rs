@@ -26,20 +26,14 @@ pub enum ProvisionError {
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
     #[error("{what} exited with {status}{}", tail_text(.tail))]
-    ExitStatus {
-        what: String,
-        status: String,
-        tail: Vec<String>,
-    },
+    ExitStatus { what: String, status: String, tail: Vec<String> },
     #[error(transparent)]
     Missing(#[from] crate::build::MissingState),
     #[error(transparent)]
     Ssh(#[from] crate::communicator::SshError),
     #[error(transparent)]
     Machine(#[from] crate::builder::qemu::QemuError),
-    #[error(
-        "QEMU exited ({status}) during provisioning\n--- serial console (last lines) ---\n{console}"
-    )]
+    #[error("QEMU exited ({status}) during provisioning\n--- serial console (last lines) ---\n{console}")]
     VmExited { status: String, console: String },
 }
 

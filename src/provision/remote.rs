@@ -12,39 +12,24 @@ use crate::ui;
 pub const DEFAULT_EXECUTE_COMMAND: &str = "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}";
 
 fn client(state: &BuildState) -> Result<&SshClient, ProvisionError> {
-    Ok(BuildState::require(
-        &state.machine.ssh,
-        "the SSH connection",
-    )?)
+    Ok(BuildState::require(&state.machine.ssh, "the SSH connection")?)
 }
 
-pub async fn run_shell(
-    label: &str,
-    index: usize,
-    step: &Shell,
-    state: &mut BuildState,
-) -> Result<(), ProvisionError> {
+pub async fn run_shell(label: &str, index: usize, step: &Shell, state: &mut BuildState) -> Result<(), ProvisionError> {
     let scripts = script_bodies(step).await?;
     for (n, (name, body)) in scripts.into_iter().enumerate() {
-        let remote = format!(
-            "{}/imgbuild-{}-{index}-{n}.sh",
-            step.remote_folder.trim_end_matches('/'),
-            short_id(state)
-        );
-        client(state)?
-            .upload(UploadSource::Bytes(&body), &remote, Some(0o755))
-            .await?;
+        let remote =
+            format!("{}/imgbuild-{}-{index}-{n}.sh", step.remote_folder.trim_end_matches('/'), short_id(state));
+        client(state)?.upload(UploadSource::Bytes(&body), &remote, Some(0o755)).await?;
         let command = render_execute_command(step.execute_command.as_deref(), &remote, &step.env);
         let previous_boot = match step.expect_disconnect {
             true => crate::builder::qemu::boot_id(client(state)?).await,
             false => None,
         };
         let mut sink = |_: OutputStream, line: &str| ui::output(label, line);
-        let result = client(state)?
-            .exec(&command, &[], None, &mut sink, None)
-            .await;
+        let result = client(state)?.exec(&command, &[], None, &mut sink, None).await;
         let finished = match result {
-            Err(SshError::Disconnected { .. }) if step.expect_disconnect => None,
+            Err(SshError::Disconnected) if step.expect_disconnect => None,
             Err(e) => return Err(e.into()),
             Ok(r) => Some(r),
         };
@@ -85,19 +70,15 @@ fn check_exit(
 /// The scripts to upload: (name for messages, content).
 async fn script_bodies(step: &Shell) -> Result<Vec<(String, Vec<u8>)>, ProvisionError> {
     match &step.commands {
-        Commands::Inline(lines) => Ok(vec![(
-            "inline commands".into(),
-            format!("#!/bin/sh\nset -e\n{}\n", lines.join("\n")).into_bytes(),
-        )]),
+        Commands::Inline(lines) => {
+            Ok(vec![("inline commands".into(), format!("#!/bin/sh\nset -e\n{}\n", lines.join("\n")).into_bytes())])
+        }
         other => {
             let mut out = Vec::new();
             for path in other.files() {
-                let body = tokio::fs::read(&path.resolved).await.map_err(|source| {
-                    ProvisionError::ReadScript {
-                        path: path.written.clone(),
-                        source,
-                    }
-                })?;
+                let body = tokio::fs::read(&path.resolved)
+                    .await
+                    .map_err(|source| ProvisionError::ReadScript { path: path.written.clone(), source })?;
                 out.push((format!("script {}", path.written), body));
             }
             Ok(out)
@@ -112,10 +93,7 @@ pub fn render_execute_command(
     path: &str,
     env: &std::collections::BTreeMap<String, String>,
 ) -> String {
-    let vars: Vec<String> = env
-        .iter()
-        .map(|(k, v)| format!("{k}={}", shell_quote(v)))
-        .collect();
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", shell_quote(v))).collect();
     let vars = vars.join(" ");
     let mut out = template.unwrap_or(DEFAULT_EXECUTE_COMMAND).to_string();
     for (name, value) in [(".Path", shell_quote(path)), (".Vars", vars)] {
@@ -127,45 +105,24 @@ pub fn render_execute_command(
 }
 
 fn short_id(state: &BuildState) -> String {
-    state
-        .build_id()
-        .rsplit('-')
-        .next()
-        .unwrap_or("b")
-        .to_string()
+    state.build_id().rsplit('-').next().unwrap_or("b").to_string()
 }
 
 async fn remove_quietly(client: &SshClient, remote: &str) {
     let mut sink = crate::communicator::NullSink;
     let command = format!("rm -f {}", shell_quote(remote));
-    if let Err(e) = client
-        .exec(
-            &command,
-            &[],
-            None,
-            &mut sink,
-            Some(Duration::from_secs(30)),
-        )
-        .await
-    {
+    if let Err(e) = client.exec(&command, &[], None, &mut sink, Some(Duration::from_secs(30))).await {
         tracing::debug!("could not remove {remote}: {e}");
     }
 }
 
 /// After an expected disconnect (reboot): wait for the old session to drop,
 /// then for SSH to come back.
-async fn reconnect(
-    label: &str,
-    state: &mut BuildState,
-    previous_boot: Option<&str>,
-) -> Result<(), ProvisionError> {
+async fn reconnect(label: &str, state: &mut BuildState, previous_boot: Option<&str>) -> Result<(), ProvisionError> {
     if let Some(old) = state.machine.ssh.take() {
         old.close().await;
     }
-    ui::output(
-        label,
-        "waiting for the machine to come back after the expected disconnect",
-    );
+    ui::output(label, "waiting for the machine to come back after the expected disconnect");
     // Interrupts cancel the whole provisioner future; this wait needs no token of its own.
     let never = tokio_util::sync::CancellationToken::new();
     let client = crate::builder::qemu::reconnect(state, previous_boot, &never).await?;
@@ -177,18 +134,10 @@ pub async fn run_file(step: &FileTransfer, state: &BuildState) -> Result<(), Pro
     let client = client(state)?;
     match (step.direction, &step.source, &step.content) {
         (Direction::Upload, _, Some(content)) => {
-            client
-                .upload(
-                    UploadSource::Bytes(content.as_bytes()),
-                    &step.destination,
-                    step.mode.map(|m| m.0),
-                )
-                .await?;
+            client.upload(UploadSource::Bytes(content.as_bytes()), &step.destination, step.mode.map(|m| m.0)).await?;
         }
         (Direction::Upload, Some(source), None) if source.resolved.is_dir() => {
-            let files = client
-                .upload_dir(&source.resolved, &step.destination)
-                .await?;
+            let files = client.upload_dir(&source.resolved, &step.destination).await?;
             tracing::debug!("uploaded {files} files from {}", source.written);
         }
         (Direction::Upload, Some(source), None) => {
@@ -198,18 +147,10 @@ pub async fn run_file(step: &FileTransfer, state: &BuildState) -> Result<(), Pro
                     source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 });
             }
-            client
-                .upload(
-                    UploadSource::File(&source.resolved),
-                    &step.destination,
-                    step.mode.map(|m| m.0),
-                )
-                .await?;
+            client.upload(UploadSource::File(&source.resolved), &step.destination, step.mode.map(|m| m.0)).await?;
         }
         (Direction::Download, Some(source), _) => {
-            client
-                .download(&source.written, std::path::Path::new(&step.destination))
-                .await?;
+            client.download(&source.written, std::path::Path::new(&step.destination)).await?;
         }
         _ => {}
     }
@@ -222,9 +163,7 @@ mod tests {
 
     #[test]
     fn execute_command_quotes_values() {
-        let env = [("A".to_string(), "it's $(x);".to_string())]
-            .into_iter()
-            .collect();
+        let env = [("A".to_string(), "it's $(x);".to_string())].into_iter().collect();
         let cmd = render_execute_command(None, "/tmp/s.sh", &env);
         assert_eq!(cmd, "chmod +x '/tmp/s.sh'; A='it'\\''s $(x);' '/tmp/s.sh'");
         let sudo = render_execute_command(Some("sudo -E sh {{.Path}}"), "/tmp/s.sh", &env);

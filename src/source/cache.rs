@@ -49,14 +49,11 @@ impl Cache {
     }
 
     pub(crate) fn partial_path(&self, d: &Digest) -> PathBuf {
-        self.partial_dir()
-            .join(format!("{}-{}.part", d.algo, d.hex))
+        self.partial_dir().join(format!("{}-{}.part", d.algo, d.hex))
     }
 
     fn lock_path(&self, d: &Digest) -> PathBuf {
-        self.root
-            .join("locks")
-            .join(format!("{}-{}.lock", d.algo, d.hex))
+        self.root.join("locks").join(format!("{}-{}.lock", d.algo, d.hex))
     }
 
     /// Where the memo for a local file (by canonical path) is kept.
@@ -119,9 +116,7 @@ fn parent(path: &Path) -> &Path {
 }
 
 pub(crate) async fn create_dir(dir: &Path) -> Result<(), FetchError> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| FetchError::io("create directory", dir, e))
+    tokio::fs::create_dir_all(dir).await.map_err(|e| FetchError::io("create directory", dir, e))
 }
 
 async fn open_lock_file(path: &Path) -> Result<std::fs::File, FetchError> {
@@ -147,9 +142,7 @@ fn try_lock(file: &std::fs::File, path: &Path) -> Result<bool, FetchError> {
 
 async fn make_read_only(path: &Path) -> Result<(), FetchError> {
     let perms = read_only_permissions(path).await?;
-    tokio::fs::set_permissions(path, perms)
-        .await
-        .map_err(|e| FetchError::io("make read-only", path, e))
+    tokio::fs::set_permissions(path, perms).await.map_err(|e| FetchError::io("make read-only", path, e))
 }
 
 #[cfg(unix)]
@@ -160,9 +153,7 @@ async fn read_only_permissions(_path: &Path) -> Result<std::fs::Permissions, Fet
 
 #[cfg(not(unix))]
 async fn read_only_permissions(path: &Path) -> Result<std::fs::Permissions, FetchError> {
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| FetchError::io("read metadata of", path, e))?;
+    let meta = tokio::fs::metadata(path).await.map_err(|e| FetchError::io("read metadata of", path, e))?;
     let mut perms = meta.permissions();
     perms.set_readonly(true);
     Ok(perms)

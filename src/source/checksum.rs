@@ -70,10 +70,7 @@ impl Digest {
     pub fn new(algo: DigestAlgo, hex: &str) -> Result<Self, ChecksumParseError> {
         let given = format!("{algo}:{hex}");
         check_hex(&given, algo, hex)?;
-        Ok(Digest {
-            algo,
-            hex: hex.to_ascii_lowercase(),
-        })
+        Ok(Digest { algo, hex: hex.to_ascii_lowercase() })
     }
 }
 
@@ -145,10 +142,7 @@ pub struct ChecksumParseError {
 
 impl ChecksumParseError {
     fn new(given: &str, reason: impl Into<String>) -> Self {
-        ChecksumParseError {
-            given: given.to_string(),
-            reason: reason.into(),
-        }
+        ChecksumParseError { given: given.to_string(), reason: reason.into() }
     }
 }
 
@@ -190,17 +184,13 @@ impl<'de> Deserialize<'de> for Checksum {
 }
 
 fn has_prefix(s: &str, prefix: &str) -> bool {
-    s.get(..prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 fn parse_file(input: &str, location: &str) -> Result<Checksum, ChecksumParseError> {
     let location = location.trim();
     if location.is_empty() {
-        return Err(ChecksumParseError::new(
-            input,
-            "`file:` needs the URL or path of a checksum list",
-        ));
+        return Err(ChecksumParseError::new(input, "`file:` needs the URL or path of a checksum list"));
     }
     Ok(Checksum::File(location.to_string()))
 }
@@ -211,10 +201,7 @@ fn parse_digest(input: &str, algo: &str, hex: &str) -> Result<Digest, ChecksumPa
         return Err(ChecksumParseError::new(input, reason));
     };
     check_hex(input, algo, hex)?;
-    Ok(Digest {
-        algo,
-        hex: hex.to_ascii_lowercase(),
-    })
+    Ok(Digest { algo, hex: hex.to_ascii_lowercase() })
 }
 
 fn check_hex(input: &str, algo: DigestAlgo, hex: &str) -> Result<(), ChecksumParseError> {
@@ -318,10 +305,7 @@ pub(crate) fn lookup_in_list(text: &str, file_name: &str) -> ListLookup {
         return ListLookup::Found(only.digest.clone());
     }
     let named: Vec<&ListEntry> = entries.iter().filter(|e| !e.name.is_empty()).collect();
-    ListLookup::Missing {
-        names: named.iter().take(5).map(|e| e.name.clone()).collect(),
-        listed: named.len(),
-    }
+    ListLookup::Missing { names: named.iter().take(5).map(|e| e.name.clone()).collect(), listed: named.len() }
 }
 
 fn parse_list_line(line: &str) -> Option<ListEntry> {
@@ -338,10 +322,7 @@ fn parse_bsd_line(line: &str) -> Option<ListEntry> {
     let (name, hex) = rest.rsplit_once(") = ")?;
     let algo = DigestAlgo::from_name(tag.trim())?;
     let digest = Digest::new(algo, hex.trim()).ok()?;
-    Some(ListEntry {
-        name: normalise_name(name),
-        digest,
-    })
+    Some(ListEntry { name: normalise_name(name), digest })
 }
 
 /// `HEX  name`, `HEX *name`, or a bare `HEX`.
@@ -352,10 +333,7 @@ fn parse_gnu_line(line: &str) -> Option<ListEntry> {
     };
     let algo = DigestAlgo::from_hex_len(hex.len())?;
     let digest = Digest::new(algo, hex).ok()?;
-    Some(ListEntry {
-        name: normalise_name(name),
-        digest,
-    })
+    Some(ListEntry { name: normalise_name(name), digest })
 }
 
 fn normalise_name(name: &str) -> String {
@@ -378,9 +356,7 @@ mod tests {
     fn parses_sha256_and_lowercases() {
         let upper = H64.to_ascii_uppercase();
         let c: Checksum = format!("SHA256:{upper}").parse().unwrap();
-        let Checksum::Digest(d) = c else {
-            panic!("not a digest: {c:?}")
-        };
+        let Checksum::Digest(d) = c else { panic!("not a digest: {c:?}") };
         assert_eq!(d.algo, DigestAlgo::Sha256);
         assert_eq!(d.hex, H64);
         assert_eq!(d.to_string(), format!("sha256:{H64}"));
@@ -389,22 +365,13 @@ mod tests {
     #[test]
     fn parses_sha512() {
         let c: Checksum = format!("sha512:{}", h128()).parse().unwrap();
-        assert_eq!(
-            c,
-            Checksum::Digest(Digest {
-                algo: DigestAlgo::Sha512,
-                hex: h128()
-            })
-        );
+        assert_eq!(c, Checksum::Digest(Digest { algo: DigestAlgo::Sha512, hex: h128() }));
     }
 
     #[test]
     fn parses_file_and_none() {
         let c: Checksum = "file:https://example.com/SHA256SUMS".parse().unwrap();
-        assert_eq!(
-            c,
-            Checksum::File("https://example.com/SHA256SUMS".to_string())
-        );
+        assert_eq!(c, Checksum::File("https://example.com/SHA256SUMS".to_string()));
         let c: Checksum = "file:./SHA256SUMS".parse().unwrap();
         assert_eq!(c, Checksum::File("./SHA256SUMS".to_string()));
         let c: Checksum = "file:///srv/SHA256SUMS".parse().unwrap();
@@ -453,23 +420,14 @@ mod tests {
 
     #[test]
     fn unknown_algorithm_is_rejected() {
-        let err = "md5:d41d8cd98f00b204e9800998ecf8427e"
-            .parse::<Checksum>()
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("unsupported algorithm `md5`"),
-            "{err}"
-        );
+        let err = "md5:d41d8cd98f00b204e9800998ecf8427e".parse::<Checksum>().unwrap_err();
+        assert!(err.to_string().contains("unsupported algorithm `md5`"), "{err}");
     }
 
     #[test]
     fn bare_hex_suggests_prefix() {
         let err = H64.parse::<Checksum>().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(&format!("did you mean `sha256:{H64}`")),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&format!("did you mean `sha256:{H64}`")), "{err}");
     }
 
     #[test]
@@ -484,10 +442,7 @@ mod tests {
     #[test]
     fn serde_uses_strings() {
         let c: Checksum = serde_json::from_str(&format!("\"sha256:{H64}\"")).unwrap();
-        assert_eq!(
-            serde_json::to_string(&c).unwrap(),
-            format!("\"sha256:{H64}\"")
-        );
+        assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"sha256:{H64}\""));
         let err = serde_json::from_str::<Checksum>("\"sha256:12\"").unwrap_err();
         assert!(err.to_string().contains("2 hex digits, need 64"), "{err}");
         let algo = serde_json::to_string(&DigestAlgo::Sha512).unwrap();
@@ -496,10 +451,7 @@ mod tests {
 
     #[test]
     fn gnu_list_lookup() {
-        let text = format!(
-            "# comment\n{H64}  other.iso\n{h}  ./disk.qcow2\n",
-            h = h128()
-        );
+        let text = format!("# comment\n{H64}  other.iso\n{h}  ./disk.qcow2\n", h = h128());
         let found = lookup_in_list(&text, "disk.qcow2");
         let want = Digest::new(DigestAlgo::Sha512, &h128()).unwrap();
         assert_eq!(found, ListLookup::Found(want));
@@ -526,9 +478,6 @@ mod tests {
     #[test]
     fn single_bare_digest_applies() {
         let want = Digest::new(DigestAlgo::Sha256, H64).unwrap();
-        assert_eq!(
-            lookup_in_list(&format!("{H64}\n"), "x.iso"),
-            ListLookup::Found(want)
-        );
+        assert_eq!(lookup_in_list(&format!("{H64}\n"), "x.iso"), ListLookup::Found(want));
     }
 }

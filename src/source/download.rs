@@ -28,11 +28,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            first_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(8),
-        }
+        RetryPolicy { max_attempts: 5, first_delay: Duration::from_millis(500), max_delay: Duration::from_secs(8) }
     }
 }
 
@@ -64,11 +60,7 @@ pub(crate) struct Retry<'a> {
 
 impl<'a> Retry<'a> {
     pub(crate) fn new(policy: &'a RetryPolicy, url: &'a Url) -> Self {
-        Retry {
-            policy,
-            url,
-            failures: 0,
-        }
+        Retry { policy, url, failures: 0 }
     }
 
     /// Returns the error if it is fatal or the attempts are used up;
@@ -85,11 +77,7 @@ impl<'a> Retry<'a> {
         };
         self.failures += 1;
         if self.failures >= self.policy.max_attempts {
-            return Err(FetchError::GaveUp {
-                url: self.url.to_string(),
-                attempts: self.failures,
-                last: cause,
-            });
+            return Err(FetchError::GaveUp { url: self.url.to_string(), attempts: self.failures, last: cause });
         }
         let delay = self.policy.delay(self.failures);
         let why = error_chain(&cause);
@@ -171,20 +159,14 @@ impl Partial {
         let err = |e| FetchError::io("truncate partial download", path, e);
         self.file.flush().await.map_err(err)?;
         self.file.set_len(0).await.map_err(err)?;
-        self.file
-            .seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(err)?;
+        self.file.seek(std::io::SeekFrom::Start(0)).await.map_err(err)?;
         self.hasher = Hasher::new(self.hasher.algo());
         self.written = 0;
         Ok(())
     }
 
     async fn append(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(|e| FetchError::io("write partial download", &self.path, e))?;
+        self.file.write_all(chunk).await.map_err(|e| FetchError::io("write partial download", &self.path, e))?;
         self.hasher.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
@@ -192,19 +174,13 @@ impl Partial {
 
     /// Writes out buffered data (kept for a later resume).
     pub(crate) async fn flush(&mut self) -> Result<(), FetchError> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| FetchError::io("write partial download", &self.path, e))
+        self.file.flush().await.map_err(|e| FetchError::io("write partial download", &self.path, e))
     }
 
     /// Flushes and fsyncs the file and returns the digest of its content.
     pub(crate) async fn finish(mut self) -> Result<Digest, FetchError> {
         self.flush().await?;
-        self.file
-            .sync_all()
-            .await
-            .map_err(|e| FetchError::io("sync partial download", &self.path, e))?;
+        self.file.sync_all().await.map_err(|e| FetchError::io("sync partial download", &self.path, e))?;
         Ok(self.hasher.finish())
     }
 }
@@ -221,10 +197,7 @@ async fn open_partial(path: &Path) -> Result<tokio::fs::File, FetchError> {
 }
 
 async fn file_len(file: &tokio::fs::File, path: &Path) -> Result<u64, FetchError> {
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| FetchError::io("read metadata of", path, e))?;
+    let meta = file.metadata().await.map_err(|e| FetchError::io("read metadata of", path, e))?;
     Ok(meta.len())
 }
 
@@ -312,21 +285,13 @@ impl Download<'_> {
 }
 
 async fn accept_range(resp: &Response, partial: &mut Partial) -> Result<Option<u64>, Failure> {
-    let range = resp
-        .headers()
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (start, total) = range
-        .and_then(parse_content_range)
-        .unwrap_or((u64::MAX, None));
+    let range = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok());
+    let (start, total) = range.and_then(parse_content_range).unwrap_or((u64::MAX, None));
     let expected = partial.written;
     if start != expected {
         partial.reset().await?;
         let got = start;
-        return Err(Failure::Transient(TransientError::BadRange {
-            expected,
-            got,
-        }));
+        return Err(Failure::Transient(TransientError::BadRange { expected, got }));
     }
     Ok(total.or_else(|| resp.content_length().map(|n| n + expected)))
 }
@@ -344,10 +309,7 @@ fn check_complete(total: Option<u64>, written: u64) -> Result<(), Failure> {
     match total {
         Some(expected) if written != expected => {
             let got = written;
-            Err(Failure::Transient(TransientError::Incomplete {
-                expected,
-                got,
-            }))
+            Err(Failure::Transient(TransientError::Incomplete { expected, got }))
         }
         _ => Ok(()),
     }
@@ -372,25 +334,20 @@ pub(crate) async fn send(
 
 /// Success, or whether a status is worth retrying.
 pub(crate) fn check_status(url: &Url, status: StatusCode) -> Result<(), Failure> {
-    let retry = status.is_server_error()
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS;
+    let retry =
+        status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS;
     if status.is_success() && status != StatusCode::PARTIAL_CONTENT {
         Ok(())
     } else if retry {
         Err(Failure::Transient(TransientError::Status(status)))
     } else {
-        Err(Failure::Fatal(FetchError::HttpStatus {
-            url: url.to_string(),
-            status,
-        }))
+        Err(Failure::Fatal(FetchError::HttpStatus { url: url.to_string(), status }))
     }
 }
 
 /// Network trouble is transient; a malformed request or a redirect loop is not.
 pub(crate) fn classify(e: reqwest::Error) -> Failure {
-    let transient =
-        e.is_connect() || e.is_timeout() || e.is_body() || e.is_decode() || e.is_request();
+    let transient = e.is_connect() || e.is_timeout() || e.is_body() || e.is_decode() || e.is_request();
     if transient && !e.is_builder() && !e.is_redirect() {
         return Failure::Transient(TransientError::Network(e));
     }
@@ -404,10 +361,7 @@ mod tests {
 
     #[test]
     fn parses_content_range() {
-        assert_eq!(
-            parse_content_range("bytes 10-99/100"),
-            Some((10, Some(100)))
-        );
+        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, Some(100))));
         assert_eq!(parse_content_range("bytes 10-99/*"), Some((10, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
     }

@@ -15,9 +15,7 @@ pub enum FetchError {
     InvalidLocation { given: String, reason: String },
 
     /// A URL scheme other than http, https or file.
-    #[error(
-        "unsupported URL scheme `{scheme}` in `{given}` (use https://, http://, file:// or a path)"
-    )]
+    #[error("unsupported URL scheme `{scheme}` in `{given}` (use https://, http://, file:// or a path)")]
     UnsupportedScheme { given: String, scheme: String },
 
     /// The HTTP client could not be built (TLS set-up).
@@ -34,10 +32,7 @@ pub enum FetchError {
 
     /// The server answered with a permanent error status (4xx other than 408/429).
     #[error("{url} answered HTTP {status}")]
-    HttpStatus {
-        url: String,
-        status: reqwest::StatusCode,
-    },
+    HttpStatus { url: String, status: reqwest::StatusCode },
 
     /// Transient failures every time, until the retries ran out.
     #[error("could not download {url}: gave up after {attempts} attempts")]
@@ -50,11 +45,7 @@ pub enum FetchError {
 
     /// The downloaded or local file does not have the expected digest.
     #[error("checksum mismatch for {source_name}: expected {expected}, got {actual}")]
-    Mismatch {
-        source_name: String,
-        expected: Digest,
-        actual: Digest,
-    },
+    Mismatch { source_name: String, expected: Digest, actual: Digest },
 
     /// A local source file does not exist.
     #[error("source file `{given}` not found (looked for {})", path.display())]
@@ -113,16 +104,8 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        FetchError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        FetchError::Io { action, path: path.into(), source }
     }
 
     /// True for [`FetchError::Cancelled`].

@@ -28,22 +28,15 @@ pub(crate) async fn read_list(
         Location::Http(url) => get_with_retries(client, policy, url, throttle, cancel).await?,
         Location::File(path) => read_local(path).await?,
     };
-    String::from_utf8(bytes).map_err(|_| FetchError::ChecksumListNotText {
-        list: list.to_string(),
-    })
+    String::from_utf8(bytes).map_err(|_| FetchError::ChecksumListNotText { list: list.to_string() })
 }
 
 fn too_large(list: String) -> FetchError {
-    FetchError::ChecksumListTooLarge {
-        list,
-        limit: CHECKSUM_LIST_LIMIT,
-    }
+    FetchError::ChecksumListTooLarge { list, limit: CHECKSUM_LIST_LIMIT }
 }
 
 async fn read_local(path: &Path) -> Result<Vec<u8>, FetchError> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| FetchError::io("open checksum list", path, e))?;
+    let file = tokio::fs::File::open(path).await.map_err(|e| FetchError::io("open checksum list", path, e))?;
     let mut bytes = Vec::new();
     file.take(CHECKSUM_LIST_LIMIT + 1)
         .read_to_end(&mut bytes)
@@ -71,17 +64,10 @@ async fn get_with_retries(
     }
 }
 
-async fn get_once(
-    client: &Client,
-    url: &Url,
-    cancel: &CancellationToken,
-) -> Result<Vec<u8>, Failure> {
+async fn get_once(client: &Client, url: &Url, cancel: &CancellationToken) -> Result<Vec<u8>, Failure> {
     let resp = send(client, url, 0, cancel).await?;
     check_status(url, resp.status())?;
-    if resp
-        .content_length()
-        .is_some_and(|n| n > CHECKSUM_LIST_LIMIT)
-    {
+    if resp.content_length().is_some_and(|n| n > CHECKSUM_LIST_LIMIT) {
         return Err(too_large(url.to_string()).into());
     }
     let mut body = resp.bytes_stream();

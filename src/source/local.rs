@@ -56,28 +56,17 @@ pub(crate) async fn fetch_local(
     let memoised = read_memo(&memo_path, &canonical, algo).await;
     let (digest, memo_hit) = match memoised {
         Some(d) if src.expected.as_ref().is_none_or(|e| *e == d) => (d, true),
-        _ => (
-            hash_and_memo(cache, &canonical, algo, throttle, cancel).await?,
-            false,
-        ),
+        _ => (hash_and_memo(cache, &canonical, algo, throttle, cancel).await?, false),
     };
     verify(src.given, src.expected.as_ref(), &digest)?;
-    Ok(Fetched {
-        path: canonical,
-        digest,
-        cache_hit: memo_hit,
-        bytes_downloaded: 0,
-        source: src.given.to_string(),
-    })
+    Ok(Fetched { path: canonical, digest, cache_hit: memo_hit, bytes_downloaded: 0, source: src.given.to_string() })
 }
 
 fn verify(given: &str, expected: Option<&Digest>, actual: &Digest) -> Result<(), FetchError> {
     match expected {
-        Some(e) if e != actual => Err(FetchError::Mismatch {
-            source_name: given.to_string(),
-            expected: e.clone(),
-            actual: actual.clone(),
-        }),
+        Some(e) if e != actual => {
+            Err(FetchError::Mismatch { source_name: given.to_string(), expected: e.clone(), actual: actual.clone() })
+        }
         _ => Ok(()),
     }
 }
@@ -85,29 +74,22 @@ fn verify(given: &str, expected: Option<&Digest>, actual: &Digest) -> Result<(),
 async fn canonicalize(given: &str, path: &Path) -> Result<PathBuf, FetchError> {
     match tokio::fs::canonicalize(path).await {
         Ok(p) => Ok(p),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(FetchError::NotFound {
-            given: given.to_string(),
-            path: path.to_path_buf(),
-        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(FetchError::NotFound { given: given.to_string(), path: path.to_path_buf() })
+        }
         Err(e) => Err(FetchError::io("resolve path", path, e)),
     }
 }
 
 async fn stamp(path: &Path) -> Result<Stamp, FetchError> {
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| FetchError::io("read metadata of", path, e))?;
+    let meta = tokio::fs::metadata(path).await.map_err(|e| FetchError::io("read metadata of", path, e))?;
     if !meta.is_file() {
         return Err(FetchError::InvalidLocation {
             given: path.display().to_string(),
             reason: "not a regular file".to_string(),
         });
     }
-    Ok(Stamp {
-        size: meta.len(),
-        mtime_ns: mtime_ns(&meta),
-        inode: inode(&meta),
-    })
+    Ok(Stamp { size: meta.len(), mtime_ns: mtime_ns(&meta), inode: inode(&meta) })
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
@@ -140,11 +122,7 @@ async fn read_memo(memo_path: &Path, file: &Path, algo: DigestAlgo) -> Option<Di
 }
 
 fn memo_stamp(m: &Memo) -> Stamp {
-    Stamp {
-        size: m.size,
-        mtime_ns: m.mtime_ns,
-        inode: m.inode,
-    }
+    Stamp { size: m.size, mtime_ns: m.mtime_ns, inode: m.inode }
 }
 
 async fn hash_and_memo(
@@ -155,10 +133,7 @@ async fn hash_and_memo(
     cancel: &CancellationToken,
 ) -> Result<Digest, FetchError> {
     let before = stamp(file).await?;
-    let label = file.file_name().map_or_else(
-        || file.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    let label = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
     throttle.started(&label, Some(before.size), 0);
     let digest = hash_file(file, algo, throttle, cancel).await?;
     throttle.finished();
@@ -175,9 +150,7 @@ async fn hash_file(
     throttle: &Throttle,
     cancel: &CancellationToken,
 ) -> Result<Digest, FetchError> {
-    let opened = tokio::fs::File::open(file)
-        .await
-        .map_err(|e| FetchError::io("open", file, e))?;
+    let opened = tokio::fs::File::open(file).await.map_err(|e| FetchError::io("open", file, e))?;
     let std_file = opened.into_std().await;
     let hashed = hash_to_end(std_file, Hasher::new(algo), Some(throttle.fork()), cancel).await;
     match hashed {
@@ -206,9 +179,7 @@ pub(crate) async fn hash_to_end(
     cancel: &CancellationToken,
 ) -> std::io::Result<Option<Hashed>> {
     let cancel = cancel.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        hash_blocking(file, hasher, throttle.as_mut(), &cancel)
-    });
+    let task = tokio::task::spawn_blocking(move || hash_blocking(file, hasher, throttle.as_mut(), &cancel));
     task.await.map_err(std::io::Error::other)?
 }
 
@@ -239,11 +210,7 @@ fn hash_blocking(
     if let Some(t) = throttle {
         t.flush();
     }
-    Ok(Some(Hashed {
-        hasher,
-        bytes,
-        file,
-    }))
+    Ok(Some(Hashed { hasher, bytes, file }))
 }
 
 async fn write_memo(cache: &Cache, file: &Path, stamp: Stamp, digest: &Digest) {
@@ -264,8 +231,7 @@ async fn write_memo(cache: &Cache, file: &Path, stamp: Stamp, digest: &Digest) {
 async fn write_atomic(path: &Path, memo: &Memo) -> Result<(), FetchError> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     create_dir(&dir).await?;
-    let json =
-        serde_json::to_vec_pretty(memo).map_err(|e| FetchError::io("encode", path, e.into()))?;
+    let json = serde_json::to_vec_pretty(memo).map_err(|e| FetchError::io("encode", path, e.into()))?;
     let target = path.to_path_buf();
     let task = tokio::task::spawn_blocking(move || {
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
@@ -274,9 +240,6 @@ async fn write_atomic(path: &Path, memo: &Memo) -> Result<(), FetchError> {
     });
     match task.await {
         Ok(res) => res.map_err(|e| FetchError::io("write", path, e)),
-        Err(e) => Err(FetchError::Task {
-            what: format!("writing {}", path.display()),
-            source: e,
-        }),
+        Err(e) => Err(FetchError::Task { what: format!("writing {}", path.display()), source: e }),
     }
 }

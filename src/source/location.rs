@@ -47,10 +47,7 @@ impl fmt::Display for Location {
 }
 
 fn invalid(given: &str, reason: impl Into<String>) -> FetchError {
-    FetchError::InvalidLocation {
-        given: given.to_string(),
-        reason: reason.into(),
-    }
+    FetchError::InvalidLocation { given: given.to_string(), reason: reason.into() }
 }
 
 /// The lowercase scheme if `s` looks like `scheme://…`.
@@ -70,10 +67,7 @@ fn parse_url(s: &str, scheme: &str) -> Result<Location, FetchError> {
             .to_file_path()
             .map(Location::File)
             .map_err(|()| invalid(s, "not a local file URL (a host other than localhost?)")),
-        _ => Err(FetchError::UnsupportedScheme {
-            given: s.to_string(),
-            scheme: scheme.to_string(),
-        }),
+        _ => Err(FetchError::UnsupportedScheme { given: s.to_string(), scheme: scheme.to_string() }),
     }
 }
 
@@ -129,10 +123,7 @@ mod tests {
     fn rejects_other_schemes_and_empty() {
         let base = Path::new("/");
         let err = Location::parse("ftp://h/x", base).unwrap_err();
-        assert!(
-            err.to_string().contains("unsupported URL scheme `ftp`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unsupported URL scheme `ftp`"), "{err}");
         assert!(Location::parse("  ", base).is_err());
         assert!(Location::parse("http://", base).is_err());
     }

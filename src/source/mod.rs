@@ -75,12 +75,7 @@ impl Fetcher {
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(FetchError::Client)?;
-        Ok(Fetcher {
-            client,
-            cache: Cache::new(cache_dir),
-            progress,
-            retry: RetryPolicy::default(),
-        })
+        Ok(Fetcher { client, cache: Cache::new(cache_dir), progress, retry: RetryPolicy::default() })
     }
 
     /// Replaces the retry policy (default: 5 attempts, 0.5 s doubling to 8 s).
@@ -97,11 +92,7 @@ impl Fetcher {
     /// `$IMGBUILD_CACHE_DIR`, else `$XDG_CACHE_HOME/imgbuild`, else
     /// `$HOME/.cache/imgbuild`, else `imgbuild-cache` in the temp directory.
     pub fn default_cache_dir() -> PathBuf {
-        let var = |name| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         if let Some(dir) = var("IMGBUILD_CACHE_DIR") {
             return dir;
         }
@@ -128,17 +119,10 @@ impl Fetcher {
         let mut throttle = Throttle::new(self.progress.clone());
         match location {
             Location::File(path) => {
-                let src = LocalSource {
-                    given: url.trim(),
-                    path: &path,
-                    expected,
-                };
+                let src = LocalSource { given: url.trim(), path: &path, expected };
                 fetch_local(&self.cache, src, &mut throttle, cancel).await
             }
-            Location::Http(u) => {
-                self.fetch_http(&u, url.trim(), expected, &mut throttle, cancel)
-                    .await
-            }
+            Location::Http(u) => self.fetch_http(&u, url.trim(), expected, &mut throttle, cancel).await,
         }
     }
 
@@ -165,10 +149,7 @@ impl Fetcher {
         match checksum {
             Checksum::Digest(d) => Ok(Some(d.clone())),
             Checksum::None => Ok(None),
-            Checksum::File(list) => self
-                .digest_from_list(source, list, base_dir, cancel)
-                .await
-                .map(Some),
+            Checksum::File(list) => self.digest_from_list(source, list, base_dir, cancel).await.map(Some),
         }
     }
 
@@ -179,20 +160,15 @@ impl Fetcher {
         base_dir: &Path,
         cancel: &CancellationToken,
     ) -> Result<Digest, FetchError> {
-        let file_name = source.file_name().ok_or_else(|| FetchError::NoFileName {
-            url: source.to_string(),
-        })?;
+        let file_name = source.file_name().ok_or_else(|| FetchError::NoFileName { url: source.to_string() })?;
         let list = Location::parse(list, base_dir)?;
         let throttle = Throttle::new(self.progress.clone());
         let text = list::read_list(&self.client, &self.retry, &list, &throttle, cancel).await?;
         match lookup_in_list(&text, &file_name) {
             ListLookup::Found(d) => Ok(d),
-            ListLookup::Missing { names, listed } => Err(FetchError::ChecksumNotListed {
-                list: list.to_string(),
-                file_name,
-                names,
-                listed,
-            }),
+            ListLookup::Missing { names, listed } => {
+                Err(FetchError::ChecksumNotListed { list: list.to_string(), file_name, names, listed })
+            }
         }
     }
 
@@ -204,26 +180,13 @@ impl Fetcher {
         throttle: &mut Throttle,
         cancel: &CancellationToken,
     ) -> Result<Fetched, FetchError> {
-        let label = Location::Http(url.clone())
-            .file_name()
-            .unwrap_or_else(|| url.to_string());
-        let download = Download {
-            client: &self.client,
-            policy: &self.retry,
-            url,
-            label: &label,
-        };
+        let label = Location::Http(url.clone()).file_name().unwrap_or_else(|| url.to_string());
+        let download = Download { client: &self.client, policy: &self.retry, url, label: &label };
         let (path, digest, hit, bytes) = match expected {
             Some(d) => self.fetch_verified(&download, d, throttle, cancel).await?,
             None => self.fetch_unverified(&download, throttle, cancel).await?,
         };
-        Ok(Fetched {
-            path,
-            digest,
-            cache_hit: hit,
-            bytes_downloaded: bytes,
-            source: given.to_string(),
-        })
+        Ok(Fetched { path, digest, cache_hit: hit, bytes_downloaded: bytes, source: given.to_string() })
     }
 
     /// Returns (blob path, digest, cache hit, bytes downloaded).
@@ -314,9 +277,5 @@ async fn remove_quietly(path: &Path) {
 }
 
 fn mismatch(url: &Url, expected: Digest, actual: Digest) -> FetchError {
-    FetchError::Mismatch {
-        source_name: url.to_string(),
-        expected,
-        actual,
-    }
+    FetchError::Mismatch { source_name: url.to_string(), expected, actual }
 }

@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 pub enum ProgressEvent {
     /// A transfer or hashing pass begins. `total` is the full size when known;
     /// `resumed_from` bytes are already done.
-    Started {
-        label: String,
-        total: Option<u64>,
-        resumed_from: u64,
-    },
+    Started { label: String, total: Option<u64>, resumed_from: u64 },
     /// This many more bytes are done (a delta, not a position).
     Advanced { bytes: u64 },
     /// The pass is complete.
@@ -40,11 +36,7 @@ pub(crate) struct Throttle {
 
 impl Throttle {
     pub(crate) fn new(sink: ProgressFn) -> Self {
-        Throttle {
-            sink,
-            pending: 0,
-            last: Instant::now(),
-        }
+        Throttle { sink, pending: 0, last: Instant::now() }
     }
 
     /// A new throttle reporting to the same sink (e.g. for a blocking thread).
@@ -55,11 +47,7 @@ impl Throttle {
     pub(crate) fn started(&mut self, label: &str, total: Option<u64>, resumed_from: u64) {
         self.pending = 0;
         self.last = Instant::now();
-        (self.sink)(ProgressEvent::Started {
-            label: label.to_string(),
-            total,
-            resumed_from,
-        });
+        (self.sink)(ProgressEvent::Started { label: label.to_string(), total, resumed_from });
     }
 
     pub(crate) fn advance(&mut self, bytes: u64) {
@@ -71,9 +59,7 @@ impl Throttle {
 
     pub(crate) fn flush(&mut self) {
         if self.pending > 0 {
-            (self.sink)(ProgressEvent::Advanced {
-                bytes: self.pending,
-            });
+            (self.sink)(ProgressEvent::Advanced { bytes: self.pending });
             self.pending = 0;
         }
         self.last = Instant::now();

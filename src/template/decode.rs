@@ -28,13 +28,7 @@ pub struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     pub fn new(file: Arc<SourceFile>, interp: &'a Interpolator) -> Self {
-        Cx {
-            file,
-            path: Vec::new(),
-            errors: Vec::new(),
-            interp,
-            mode: Mode::Eager,
-        }
+        Cx { file, path: Vec::new(), errors: Vec::new(), interp, mode: Mode::Eager }
     }
 
     pub fn file(&self) -> &Arc<SourceFile> {
@@ -60,12 +54,7 @@ impl<'a> Cx<'a> {
         self.error_with_help(span, message, None);
     }
 
-    pub fn error_with_help(
-        &mut self,
-        span: Span,
-        message: impl Into<String>,
-        help: Option<String>,
-    ) {
+    pub fn error_with_help(&mut self, span: Span, message: impl Into<String>, help: Option<String>) {
         self.errors.push(Diagnostic {
             file: self.file.clone(),
             span,
@@ -99,10 +88,7 @@ impl<'a> Cx<'a> {
     }
 
     pub fn type_error(&mut self, node: &Node, expected: &str) {
-        self.error(
-            node.span,
-            format!("expected {expected}, found {}", node.kind.type_name()),
-        );
+        self.error(node.span, format!("expected {expected}, found {}", node.kind.type_name()));
     }
 
     /// Interpolates a string value, recording errors at the node's span.
@@ -119,12 +105,9 @@ impl<'a> Cx<'a> {
 
     pub fn object<'n>(&mut self, node: &'n Node) -> Option<ObjectReader<'n>> {
         match &node.kind {
-            NodeKind::Object(members) => Some(ObjectReader {
-                span: node.span,
-                members,
-                used: vec![false; members.len()],
-                known: Vec::new(),
-            }),
+            NodeKind::Object(members) => {
+                Some(ObjectReader { span: node.span, members, used: vec![false; members.len()], known: Vec::new() })
+            }
             _ => {
                 self.type_error(node, "an object");
                 None
@@ -179,9 +162,7 @@ impl<'n> ObjectReader<'n> {
     pub fn req<T: Decode>(&mut self, cx: &mut Cx, key: &'static str) -> Option<T> {
         if !self.has(key) {
             self.known.push(key);
-            cx.in_field(key, |cx| {
-                cx.error(self.span, format!("missing required field `{key}`"))
-            });
+            cx.in_field(key, |cx| cx.error(self.span, format!("missing required field `{key}`")));
             return None;
         }
         self.opt(cx, key)
@@ -198,9 +179,7 @@ impl<'n> ObjectReader<'n> {
                 None => Some(format!("known fields here: {}", self.known.join(", "))),
             };
             let name = key.name.clone();
-            cx.in_field(&name, |cx| {
-                cx.error_with_help(key.span, format!("unknown field `{name}`"), help)
-            });
+            cx.in_field(&name, |cx| cx.error_with_help(key.span, format!("unknown field `{name}`"), help));
         }
     }
 }
@@ -227,10 +206,7 @@ impl Decode for bool {
                     "true" => Some(true),
                     "false" => Some(false),
                     other => {
-                        cx.error(
-                            node.span,
-                            format!("expected `true` or `false`, got `{other}`"),
-                        );
+                        cx.error(node.span, format!("expected `true` or `false`, got `{other}`"));
                         None
                     }
                 }
@@ -246,10 +222,7 @@ impl Decode for bool {
 /// Integers accept JSON numbers, or strings that interpolate to a number.
 fn decode_integer(node: &Node, cx: &mut Cx, min: i128, max: i128) -> Option<i128> {
     let value = match &node.kind {
-        NodeKind::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from)),
+        NodeKind::Number(n) => n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from)),
         NodeKind::String(s) if s.contains("{{") => cx.render(node, s)?.trim().parse::<i128>().ok(),
         _ => {
             cx.type_error(node, "an integer");
@@ -259,10 +232,7 @@ fn decode_integer(node: &Node, cx: &mut Cx, min: i128, max: i128) -> Option<i128
     match value {
         Some(v) if (min..=max).contains(&v) => Some(v),
         _ => {
-            cx.error(
-                node.span,
-                format!("expected an integer from {min} to {max}"),
-            );
+            cx.error(node.span, format!("expected an integer from {min} to {max}"));
             None
         }
     }
@@ -342,29 +312,16 @@ pub fn one_of<T: Copy>(node: &Node, cx: &mut Cx, choices: &[(&'static str, T)]) 
     }
     let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
     let help = did_you_mean(&s, names.iter().copied()).map(|n| format!("did you mean `{n}`?"));
-    cx.error_with_help(
-        node.span,
-        format!("expected one of {}, got `{s}`", quote_list(&names)),
-        help,
-    );
+    cx.error_with_help(node.span, format!("expected one of {}, got `{s}`", quote_list(&names)), help);
     None
 }
 
 pub fn quote_list(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Reads the `type` tag of a tagged object (`builder`, `source`, provisioners).
-pub fn type_tag(
-    node: &Node,
-    cx: &mut Cx,
-    reader: &mut ObjectReader,
-    choices: &[&'static str],
-) -> Option<String> {
+pub fn type_tag(node: &Node, cx: &mut Cx, reader: &mut ObjectReader, choices: &[&'static str]) -> Option<String> {
     let Some(tag_node) = reader.node("type") else {
         cx.in_field("type", |cx| {
             cx.error_with_help(
@@ -383,10 +340,7 @@ pub fn type_tag(
     cx.in_field("type", |cx| {
         cx.error_with_help(
             tag_node.span,
-            format!(
-                "unknown type `{tag}`, expected one of {}",
-                quote_list(choices)
-            ),
+            format!("unknown type `{tag}`, expected one of {}", quote_list(choices)),
             help,
         )
     });

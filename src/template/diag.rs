@@ -19,11 +19,7 @@ impl SourceFile {
     pub fn new(path: PathBuf, text: String) -> Arc<Self> {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Arc::new(SourceFile {
-            path,
-            text,
-            line_starts,
-        })
+        Arc::new(SourceFile { path, text, line_starts })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -31,20 +27,13 @@ impl SourceFile {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let start = self.line_starts[line];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line + 1, column + 1)
     }
 
     fn line_text(&self, line: usize) -> &str {
         let start = self.line_starts[line - 1];
-        let end = self
-            .line_starts
-            .get(line)
-            .copied()
-            .unwrap_or(self.text.len());
+        let end = self.line_starts.get(line).copied().unwrap_or(self.text.len());
         self.text[start..end].trim_end_matches(['\n', '\r'])
     }
 }
@@ -87,24 +76,11 @@ impl fmt::Display for Diagnostic {
         writeln!(f, "  --> {}:{line}:{col}", display_path(&self.file.path))?;
         let text = self.file.line_text(line);
         let gutter = line.to_string().len();
-        let (end_line, end_col) = self
-            .file
-            .line_col(self.span.end.max(self.span.start + 1) - 1);
-        let width = if end_line == line {
-            (end_col + 1).saturating_sub(col).max(1)
-        } else {
-            1
-        };
+        let (end_line, end_col) = self.file.line_col(self.span.end.max(self.span.start + 1) - 1);
+        let width = if end_line == line { (end_col + 1).saturating_sub(col).max(1) } else { 1 };
         writeln!(f, "{:gutter$} |", "")?;
         writeln!(f, "{line} | {text}")?;
-        write!(
-            f,
-            "{:gutter$} | {:pad$}{}",
-            "",
-            "",
-            "^".repeat(width.min(80)),
-            pad = col - 1
-        )?;
+        write!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width.min(80)), pad = col - 1)?;
         if let Some(help) = &self.help {
             write!(f, "\n{:gutter$} = help: {help}", "")?;
         }
@@ -125,22 +101,14 @@ impl fmt::Display for Diagnostics {
             write!(f, "error: {d}")?;
         }
         if self.0.len() > 1 {
-            write!(
-                f,
-                "\n\n{} errors in {}",
-                self.0.len(),
-                display_path(&self.0[0].file.path)
-            )?;
+            write!(f, "\n\n{} errors in {}", self.0.len(), display_path(&self.0[0].file.path))?;
         }
         Ok(())
     }
 }
 
 /// "did you mean" suggestion among known names (Jaro-Winkler, like cargo).
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -163,10 +131,7 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(
-            did_you_mean("usernme", ["username", "password"]),
-            Some("username")
-        );
+        assert_eq!(did_you_mean("usernme", ["username", "password"]), Some("username"));
         assert_eq!(did_you_mean("zzz", ["username", "password"]), None);
     }
 }

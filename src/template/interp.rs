@@ -33,16 +33,15 @@ pub enum InterpError {
 impl InterpError {
     pub fn help(&self) -> Option<String> {
         match self {
-            InterpError::UndefinedVariable(name) => Some(format!(
-                "declare it under `variables`, e.g. \"{name}\": {{ \"default\": \"...\" }}"
-            )),
+            InterpError::UndefinedVariable(name) => {
+                Some(format!("declare it under `variables`, e.g. \"{name}\": {{ \"default\": \"...\" }}"))
+            }
             InterpError::RequiredUnset(name) => Some(format!(
                 "set it with `--var {name}=...`, a `--var-file`, or the environment variable IMGBUILD_VAR_{name}"
             )),
-            InterpError::Unknown(_) => Some(
-                "available: var.NAME, env.NAME, build.name, build.version, build.id, template_dir"
-                    .into(),
-            ),
+            InterpError::Unknown(_) => {
+                Some("available: var.NAME, env.NAME, build.name, build.version, build.id, template_dir".into())
+            }
             InterpError::NotAvailable(what) if what.starts_with("http.") => {
                 Some("`http.*` works only in `boot_command` and `http_content`".into())
             }
@@ -104,18 +103,14 @@ impl Interpolator {
         if expr == "template_dir" {
             return Ok(Some(self.template_dir.clone()));
         }
-        let (namespace, name) = expr
-            .split_once('.')
-            .ok_or_else(|| InterpError::Unknown(expr.into()))?;
+        let (namespace, name) = expr.split_once('.').ok_or_else(|| InterpError::Unknown(expr.into()))?;
         match namespace {
             "var" => match self.vars.get(name) {
                 Some(VarValue::Set(v)) => Ok(Some(v.clone())),
                 Some(VarValue::RequiredUnset) => Err(InterpError::RequiredUnset(name.into())),
                 None => Err(InterpError::UndefinedVariable(name.into())),
             },
-            "env" => std::env::var(name)
-                .map(Some)
-                .map_err(|_| InterpError::UnsetEnv(name.into())),
+            "env" => std::env::var(name).map(Some).map_err(|_| InterpError::UnsetEnv(name.into())),
             "build" => self.build_var(name).map(Some),
             "http" if matches!(name, "ip" | "port" | "url") => match mode {
                 Mode::KeepHttp => Ok(None),
@@ -126,10 +121,7 @@ impl Interpolator {
     }
 
     fn build_var(&self, name: &str) -> Result<String, InterpError> {
-        let build = self
-            .build
-            .as_ref()
-            .ok_or_else(|| InterpError::NotAvailable(format!("build.{name}")))?;
+        let build = self.build.as_ref().ok_or_else(|| InterpError::NotAvailable(format!("build.{name}")))?;
         match name {
             "name" => Ok(build.name.clone()),
             "version" => Ok(build.version.clone()),
@@ -140,24 +132,15 @@ impl Interpolator {
 }
 
 fn quoted_literal(expr: &str) -> Option<&str> {
-    ['"', '\'']
-        .iter()
-        .find_map(|q| expr.strip_prefix(*q).and_then(|e| e.strip_suffix(*q)))
+    ['"', '\''].iter().find_map(|q| expr.strip_prefix(*q).and_then(|e| e.strip_suffix(*q)))
 }
 
 /// Fills in the run-time `http.*` placeholders kept by [`Mode::KeepHttp`].
 pub fn render_http(input: &str, ip: &str, port: u16) -> String {
     let url = format!("http://{ip}:{port}");
     let mut out = input.to_string();
-    for (name, value) in [
-        ("ip", ip.to_string()),
-        ("port", port.to_string()),
-        ("url", url),
-    ] {
-        for spaced in [
-            format!("{{{{ http.{name} }}}}"),
-            format!("{{{{http.{name}}}}}"),
-        ] {
+    for (name, value) in [("ip", ip.to_string()), ("port", port.to_string()), ("url", url)] {
+        for spaced in [format!("{{{{ http.{name} }}}}"), format!("{{{{http.{name}}}}}")] {
             out = out.replace(&spaced, &value);
         }
     }
@@ -174,57 +157,30 @@ mod tests {
         vars.insert("pw".into(), VarValue::RequiredUnset);
         Interpolator {
             vars,
-            build: Some(BuildVars {
-                name: "n".into(),
-                version: "1.0.0".into(),
-                id: "b1".into(),
-            }),
+            build: Some(BuildVars { name: "n".into(), version: "1.0.0".into(), id: "b1".into() }),
             template_dir: "/t".into(),
         }
     }
 
     #[test]
     fn renders_all_namespaces() {
-        let s = interp().render(
-            "{{ var.user }}@{{build.name}}-{{ build.version }} {{ template_dir }}",
-            Mode::Eager,
-        );
+        let s = interp().render("{{ var.user }}@{{build.name}}-{{ build.version }} {{ template_dir }}", Mode::Eager);
         assert_eq!(s.unwrap(), "root@n-1.0.0 /t");
-        assert_eq!(
-            interp().render("{{ \"{{\" }} x", Mode::Eager).unwrap(),
-            "{{ x"
-        );
+        assert_eq!(interp().render("{{ \"{{\" }} x", Mode::Eager).unwrap(), "{{ x");
     }
 
     #[test]
     fn reports_undefined_and_unset() {
-        assert!(matches!(
-            interp().render("{{ var.nope }}", Mode::Eager),
-            Err(InterpError::UndefinedVariable(_))
-        ));
-        assert!(matches!(
-            interp().render("{{ var.pw }}", Mode::Eager),
-            Err(InterpError::RequiredUnset(_))
-        ));
-        assert!(matches!(
-            interp().render("{{ var.user", Mode::Eager),
-            Err(InterpError::Unclosed)
-        ));
-        assert!(matches!(
-            interp().render("{{ http.ip }}", Mode::Eager),
-            Err(InterpError::NotAvailable(_))
-        ));
+        assert!(matches!(interp().render("{{ var.nope }}", Mode::Eager), Err(InterpError::UndefinedVariable(_))));
+        assert!(matches!(interp().render("{{ var.pw }}", Mode::Eager), Err(InterpError::RequiredUnset(_))));
+        assert!(matches!(interp().render("{{ var.user", Mode::Eager), Err(InterpError::Unclosed)));
+        assert!(matches!(interp().render("{{ http.ip }}", Mode::Eager), Err(InterpError::NotAvailable(_))));
     }
 
     #[test]
     fn keeps_http_placeholders_until_run_time() {
-        let kept = interp()
-            .render("x {{ http.url }}/ks", Mode::KeepHttp)
-            .unwrap();
+        let kept = interp().render("x {{ http.url }}/ks", Mode::KeepHttp).unwrap();
         assert_eq!(kept, "x {{ http.url }}/ks");
-        assert_eq!(
-            render_http(&kept, "10.0.2.2", 8080),
-            "x http://10.0.2.2:8080/ks"
-        );
+        assert_eq!(render_http(&kept, "10.0.2.2", 8080), "x http://10.0.2.2:8080/ks");
     }
 }

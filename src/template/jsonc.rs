@@ -58,9 +58,7 @@ impl NodeKind {
 impl Node {
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
-            NodeKind::Object(members) => {
-                members.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
-            }
+            NodeKind::Object(members) => members.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -81,12 +79,9 @@ impl Node {
             NodeKind::Number(n) => Value::Number(n.clone()),
             NodeKind::String(s) => Value::String(s.clone()),
             NodeKind::Array(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            NodeKind::Object(members) => Value::Object(
-                members
-                    .iter()
-                    .map(|(k, v)| (k.name.clone(), v.to_json()))
-                    .collect(),
-            ),
+            NodeKind::Object(members) => {
+                Value::Object(members.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect())
+            }
         }
     }
 }
@@ -105,12 +100,7 @@ impl fmt::Display for SyntaxError {
 
 /// Parses JSON with `//` and `/* */` comments and trailing commas.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut parser = Parser {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
     parser.skip_trivia()?;
     let node = parser.value()?;
     parser.skip_trivia()?;
@@ -136,17 +126,11 @@ impl<'a> Parser<'a> {
 
     fn error_here(&self, message: impl Into<String>) -> SyntaxError {
         let end = (self.pos + 1).min(self.bytes.len()).max(self.pos);
-        SyntaxError {
-            span: Span::new(self.pos, end),
-            message: message.into(),
-        }
+        SyntaxError { span: Span::new(self.pos, end), message: message.into() }
     }
 
     fn error_at(&self, span: Span, message: impl Into<String>) -> SyntaxError {
-        SyntaxError {
-            span,
-            message: message.into(),
-        }
+        SyntaxError { span, message: message.into() }
     }
 
     fn found(&self) -> String {
@@ -162,9 +146,7 @@ impl<'a> Parser<'a> {
                 Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
                 Some(b'/') => self.comment()?,
                 // A UTF-8 byte order mark is common in files saved by Windows editors.
-                Some(0xEF) if self.bytes[self.pos..].starts_with(&[0xEF, 0xBB, 0xBF]) => {
-                    self.pos += 3
-                }
+                Some(0xEF) if self.bytes[self.pos..].starts_with(&[0xEF, 0xBB, 0xBF]) => self.pos += 3,
                 _ => return Ok(()),
             }
         }
@@ -189,9 +171,7 @@ impl<'a> Parser<'a> {
                         self.pos += offset + 2;
                         Ok(())
                     }
-                    None => {
-                        Err(self.error_at(Span::new(start, start + 2), "unterminated `/*` comment"))
-                    }
+                    None => Err(self.error_at(Span::new(start, start + 2), "unterminated `/*` comment")),
                 }
             }
             _ => Err(self.error_here("unexpected `/` (comments start with `//` or `/*`)")),
@@ -204,10 +184,7 @@ impl<'a> Parser<'a> {
             Some(b'[') => self.nested(Self::array),
             Some(b'"') => {
                 let (s, span) = self.string()?;
-                Ok(Node {
-                    span,
-                    kind: NodeKind::String(s),
-                })
+                Ok(Node { span, kind: NodeKind::String(s) })
             }
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b't') => self.literal("true", NodeKind::Bool(true)),
@@ -218,10 +195,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn nested(
-        &mut self,
-        f: fn(&mut Self) -> Result<Node, SyntaxError>,
-    ) -> Result<Node, SyntaxError> {
+    fn nested(&mut self, f: fn(&mut Self) -> Result<Node, SyntaxError>) -> Result<Node, SyntaxError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(self.error_here("nesting is too deep"));
@@ -236,10 +210,7 @@ impl<'a> Parser<'a> {
         if self.bytes[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
             if !matches!(self.peek(), Some(b) if b.is_ascii_alphanumeric() || b == b'_') {
-                return Ok(Node {
-                    span: Span::new(start, self.pos),
-                    kind,
-                });
+                return Ok(Node { span: Span::new(start, self.pos), kind });
             }
         }
         let end = self.bytes[start..]
@@ -248,10 +219,7 @@ impl<'a> Parser<'a> {
             .map_or(self.bytes.len(), |n| start + n);
         Err(self.error_at(
             Span::new(start, end.max(start + 1)),
-            format!(
-                "expected a value, found `{}` (strings need double quotes)",
-                &self.text[start..end]
-            ),
+            format!("expected a value, found `{}` (strings need double quotes)", &self.text[start..end]),
         ))
     }
 
@@ -267,10 +235,7 @@ impl<'a> Parser<'a> {
         let span = Span::new(start, self.pos);
         let raw = &self.text[start..self.pos];
         match serde_json::from_str::<serde_json::Number>(raw) {
-            Ok(n) => Ok(Node {
-                span,
-                kind: NodeKind::Number(n),
-            }),
+            Ok(n) => Ok(Node { span, kind: NodeKind::Number(n) }),
             Err(_) => Err(self.error_at(span, format!("invalid number `{raw}`"))),
         }
     }
@@ -322,10 +287,7 @@ impl<'a> Parser<'a> {
             b't' => '\t',
             b'u' => return self.unicode_escape(start),
             _ => {
-                return Err(self.error_at(
-                    Span::new(start, self.pos),
-                    format!("invalid escape `\\{}`", b as char),
-                ));
+                return Err(self.error_at(Span::new(start, self.pos), format!("invalid escape `\\{}`", b as char)));
             }
         })
     }
@@ -343,16 +305,14 @@ impl<'a> Parser<'a> {
 
     fn unicode_escape(&mut self, start: usize) -> Result<char, SyntaxError> {
         let high = self.hex4(start)?;
-        let code = if (0xD800..0xDC00).contains(&high) && self.bytes[self.pos..].starts_with(b"\\u")
-        {
+        let code = if (0xD800..0xDC00).contains(&high) && self.bytes[self.pos..].starts_with(b"\\u") {
             self.pos += 2;
             let low = self.hex4(start)?;
             0x10000 + ((high - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF)
         } else {
             high
         };
-        char::from_u32(code)
-            .ok_or_else(|| self.error_at(Span::new(start, self.pos), "invalid unicode escape"))
+        char::from_u32(code).ok_or_else(|| self.error_at(Span::new(start, self.pos), "invalid unicode escape"))
     }
 
     fn object(&mut self) -> Result<Node, SyntaxError> {
@@ -364,10 +324,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 Some(b'}') => {
                     self.pos += 1;
-                    return Ok(Node {
-                        span: Span::new(start, self.pos),
-                        kind: NodeKind::Object(members),
-                    });
+                    return Ok(Node { span: Span::new(start, self.pos), kind: NodeKind::Object(members) });
                 }
                 Some(b'"') => {}
                 None => return Err(self.error_at(Span::new(start, start + 1), "unclosed `{`")),
@@ -384,30 +341,18 @@ impl<'a> Parser<'a> {
             }
             self.skip_trivia()?;
             if self.peek() != Some(b':') {
-                return Err(self.error_here(format!(
-                    "expected `:` after field name, found {}",
-                    self.found()
-                )));
+                return Err(self.error_here(format!("expected `:` after field name, found {}", self.found())));
             }
             self.pos += 1;
             self.skip_trivia()?;
             let value = self.value()?;
-            members.push((
-                Key {
-                    name,
-                    span: key_span,
-                },
-                value,
-            ));
+            members.push((Key { name, span: key_span }, value));
             self.skip_trivia()?;
             match self.peek() {
                 Some(b',') => self.pos += 1,
                 Some(b'}') => {}
                 _ => {
-                    return Err(self.error_here(format!(
-                        "expected `,` or `}}` after a field, found {}",
-                        self.found()
-                    )));
+                    return Err(self.error_here(format!("expected `,` or `}}` after a field, found {}", self.found())));
                 }
             }
         }
@@ -422,10 +367,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 Some(b']') => {
                     self.pos += 1;
-                    return Ok(Node {
-                        span: Span::new(start, self.pos),
-                        kind: NodeKind::Array(items),
-                    });
+                    return Ok(Node { span: Span::new(start, self.pos), kind: NodeKind::Array(items) });
                 }
                 None => return Err(self.error_at(Span::new(start, start + 1), "unclosed `[`")),
                 _ => {}
@@ -436,10 +378,9 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {}
                 _ => {
-                    return Err(self.error_here(format!(
-                        "expected `,` or `]` after an array item, found {}",
-                        self.found()
-                    )));
+                    return Err(
+                        self.error_here(format!("expected `,` or `]` after an array item, found {}", self.found()))
+                    );
                 }
             }
         }
@@ -464,27 +405,13 @@ mod tests {
         let text = "{\"a\": 1 \"b\": 2}";
         let err = parse(text).unwrap_err();
         assert_eq!(err.span.start, 8);
-        assert!(
-            err.message.contains("expected `,` or `}`"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("expected `,` or `}`"), "{}", err.message);
     }
 
     #[test]
     fn rejects_duplicates_and_bad_escapes() {
-        assert!(
-            parse("{\"a\":1,\"a\":2}")
-                .unwrap_err()
-                .message
-                .contains("duplicate")
-        );
-        assert!(
-            parse("\"\\q\"")
-                .unwrap_err()
-                .message
-                .contains("invalid escape")
-        );
+        assert!(parse("{\"a\":1,\"a\":2}").unwrap_err().message.contains("duplicate"));
+        assert!(parse("\"\\q\"").unwrap_err().message.contains("invalid escape"));
         assert!(parse("{\"a\": tru}").unwrap_err().message.contains("tru"));
         assert!(parse("/* open").is_err());
     }

@@ -60,10 +60,8 @@ pub struct Loaded {
 const TOP_LEVEL_REQUIRED: [&str; 2] = ["name", "builder"];
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, TemplateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let file = SourceFile::new(path.clone(), text);
@@ -77,15 +75,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, TemplateError>
         }]))
     })?;
     let (template, variable_values) = decode_template(&raw, &file, &dir, options)?;
-    Ok(Loaded {
-        template,
-        path,
-        dir,
-        file,
-        raw,
-        build_id: options.build_id.clone(),
-        variable_values,
-    })
+    Ok(Loaded { template, path, dir, file, raw, build_id: options.build_id.clone(), variable_values })
 }
 
 fn decode_template(
@@ -94,10 +84,7 @@ fn decode_template(
     dir: &Path,
     options: &LoadOptions,
 ) -> Result<(Template, std::collections::BTreeMap<String, String>), TemplateError> {
-    let mut interp = Interpolator {
-        template_dir: dir.to_string_lossy().into_owned(),
-        ..Default::default()
-    };
+    let mut interp = Interpolator { template_dir: dir.to_string_lossy().into_owned(), ..Default::default() };
     // Variables come first: everything else may interpolate them.
     let mut declared = Vec::new();
     let mut early = Cx::new(file.clone(), &interp);
@@ -115,9 +102,7 @@ fn decode_template(
     // `name` and `version` next: `build.*` is made of them.
     let mut cx = Cx::new(file.clone(), &interp);
     vars::check_required(&declared, &values, &mut cx);
-    let name = top
-        .req::<String>(&mut cx, "name")
-        .and_then(|n| check(&mut cx, &mut top, "name", n));
+    let name = top.req::<String>(&mut cx, "name").and_then(|n| check(&mut cx, &mut top, "name", n));
     let version = read_version(&mut top, &mut cx, options);
     errors.append(&mut cx.errors);
 
@@ -145,12 +130,8 @@ fn decode_template(
     if !errors.is_empty() {
         return Err(TemplateError::Invalid(Diagnostics(errors)));
     }
-    let missing =
-        || TemplateError::Usage(format!("template is missing one of {TOP_LEVEL_REQUIRED:?}"));
-    let values = values
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v?)))
-        .collect();
+    let missing = || TemplateError::Usage(format!("template is missing one of {TOP_LEVEL_REQUIRED:?}"));
+    let values = values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
     let template = Template {
         name: name.ok_or_else(missing)?,
         version: version.ok_or_else(missing)?,
@@ -165,12 +146,7 @@ fn decode_template(
     Ok((template, values))
 }
 
-fn check(
-    cx: &mut Cx,
-    top: &mut decode::ObjectReader,
-    field: &'static str,
-    name: String,
-) -> Option<String> {
+fn check(cx: &mut Cx, top: &mut decode::ObjectReader, field: &'static str, name: String) -> Option<String> {
     match model::validate_name(&name) {
         Ok(()) => Some(name),
         Err(e) => {
@@ -181,11 +157,7 @@ fn check(
     }
 }
 
-fn read_version(
-    top: &mut decode::ObjectReader,
-    cx: &mut Cx,
-    options: &LoadOptions,
-) -> Option<VersionSpec> {
+fn read_version(top: &mut decode::ObjectReader, cx: &mut Cx, options: &LoadOptions) -> Option<VersionSpec> {
     let node = top.node("version");
     if let Some(v) = &options.version_override {
         return match v.parse::<VersionSpec>() {
@@ -197,9 +169,7 @@ fn read_version(
         };
     }
     match node {
-        Some(node) => cx.in_field("version", |cx| {
-            parse_string(node, cx, |s| s.parse::<VersionSpec>())
-        }),
+        Some(node) => cx.in_field("version", |cx| parse_string(node, cx, |s| s.parse::<VersionSpec>())),
         None => Some(VersionSpec::Auto),
     }
 }

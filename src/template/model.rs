@@ -156,9 +156,7 @@ impl std::str::FromStr for VersionSpec {
 
 fn is_semver(s: &str) -> bool {
     let core = s.split(['-', '+']).next().unwrap_or("");
-    let extra_ok = s[core.len()..]
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
+    let extra_ok = s[core.len()..].chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
     let parts: Vec<&str> = core.split('.').collect();
     parts.len() == 3 && parts.iter().all(|p| is_number(p)) && extra_ok
 }
@@ -177,9 +175,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -194,14 +190,8 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Source {
-    CloudImage {
-        url: String,
-        checksum: ChecksumField,
-    },
-    Iso {
-        url: String,
-        checksum: ChecksumField,
-    },
+    CloudImage { url: String, checksum: ChecksumField },
+    Iso { url: String, checksum: ChecksumField },
 }
 
 impl Source {
@@ -253,7 +243,7 @@ impl Decode for Source {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Builder {
-    Qemu(QemuBuilder),
+    Qemu(Box<QemuBuilder>),
     /// Boots nothing: runs `shell-local` steps only. For testing templates and pipelines.
     Null,
 }
@@ -264,7 +254,7 @@ impl Decode for Builder {
         let tag = type_tag(node, cx, &mut o, &["qemu", "null"])?;
         let builder = match tag.as_str() {
             "null" => Some(Builder::Null),
-            _ => QemuBuilder::read(&mut o, cx).map(Builder::Qemu),
+            _ => QemuBuilder::read(&mut o, cx).map(|q| Builder::Qemu(Box::new(q))),
         };
         o.finish(cx);
         builder
@@ -320,37 +310,25 @@ impl QemuBuilder {
     fn read(o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
         let accelerator = o.node("accelerator").map_or(Some(Accelerator::Auto), |n| {
             cx.in_field("accelerator", |cx| {
+                one_of(n, cx, &[("auto", Accelerator::Auto), ("kvm", Accelerator::Kvm), ("tcg", Accelerator::Tcg)])
+            })
+        });
+        let disk_interface = o.node("disk_interface").map_or(Some(DiskInterface::Virtio), |n| {
+            cx.in_field("disk_interface", |cx| {
                 one_of(
                     n,
                     cx,
                     &[
-                        ("auto", Accelerator::Auto),
-                        ("kvm", Accelerator::Kvm),
-                        ("tcg", Accelerator::Tcg),
+                        ("virtio", DiskInterface::Virtio),
+                        ("virtio-scsi", DiskInterface::VirtioScsi),
+                        ("ide", DiskInterface::Ide),
+                        ("nvme", DiskInterface::Nvme),
                     ],
                 )
             })
         });
-        let disk_interface = o
-            .node("disk_interface")
-            .map_or(Some(DiskInterface::Virtio), |n| {
-                cx.in_field("disk_interface", |cx| {
-                    one_of(
-                        n,
-                        cx,
-                        &[
-                            ("virtio", DiskInterface::Virtio),
-                            ("virtio-scsi", DiskInterface::VirtioScsi),
-                            ("ide", DiskInterface::Ide),
-                            ("nvme", DiskInterface::Nvme),
-                        ],
-                    )
-                })
-            });
         let firmware = o.node("firmware").map_or(Some(Firmware::Bios), |n| {
-            cx.in_field("firmware", |cx| {
-                one_of(n, cx, &[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)])
-            })
+            cx.in_field("firmware", |cx| one_of(n, cx, &[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)]))
         });
         let cpus = o.or(cx, "cpus", 1u32);
         let memory = o.or(cx, "memory", Size(1 << 30));
@@ -358,18 +336,10 @@ impl QemuBuilder {
         let machine = o.or(cx, "machine", "q35".to_string());
         let qemu_binary = o.or(cx, "qemu_binary", "qemu-system-x86_64".to_string());
         let qemu_args = o.or_default(cx, "qemu_args");
-        let ssh = o
-            .opt::<SshSettings>(cx, "ssh")
-            .or_else(|| (!o.has("ssh")).then(SshSettings::default));
+        let ssh = o.opt::<SshSettings>(cx, "ssh").or_else(|| (!o.has("ssh")).then(SshSettings::default));
         let boot_timeout = o.opt(cx, "boot_timeout");
-        let shutdown_command = o
-            .opt::<String>(cx, "shutdown_command")
-            .filter(|c| !c.trim().is_empty());
-        let shutdown_timeout = o.or(
-            cx,
-            "shutdown_timeout",
-            Dur(std::time::Duration::from_secs(120)),
-        );
+        let shutdown_command = o.opt::<String>(cx, "shutdown_command").filter(|c| !c.trim().is_empty());
+        let shutdown_timeout = o.or(cx, "shutdown_timeout", Dur(std::time::Duration::from_secs(120)));
         let cloud_init = o.or(cx, "cloud_init", CloudInit::default());
         if cpus == 0 {
             cx.in_field("cpus", |cx| cx.error(o.span, "`cpus` must be at least 1"));
@@ -443,26 +413,17 @@ pub struct CloudInit {
 
 impl Default for CloudInit {
     fn default() -> Self {
-        CloudInit {
-            enabled: true,
-            user_data: None,
-        }
+        CloudInit { enabled: true, user_data: None }
     }
 }
 
 impl Decode for CloudInit {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         if let NodeKind::Bool(enabled) = node.kind {
-            return Some(CloudInit {
-                enabled,
-                user_data: None,
-            });
+            return Some(CloudInit { enabled, user_data: None });
         }
         let mut o = cx.object(node)?;
-        let c = CloudInit {
-            enabled: o.or(cx, "enabled", true),
-            user_data: o.opt(cx, "user_data"),
-        };
+        let c = CloudInit { enabled: o.or(cx, "enabled", true), user_data: o.opt(cx, "user_data") };
         o.finish(cx);
         Some(c)
     }
@@ -517,21 +478,14 @@ impl Decode for Provisioner {
         let kind = match tag.as_deref() {
             Some("shell") => Shell::read(node, &mut o, cx).map(ProvisionerKind::Shell),
             Some("file") => FileTransfer::read(node, &mut o, cx).map(ProvisionerKind::File),
-            Some("shell-local") => {
-                ShellLocal::read(node, &mut o, cx).map(ProvisionerKind::ShellLocal)
-            }
+            Some("shell-local") => ShellLocal::read(node, &mut o, cx).map(ProvisionerKind::ShellLocal),
             _ => None,
         };
         // Without a valid type the other fields cannot be judged; avoid noise.
         if tag.is_some() {
             o.finish(cx);
         }
-        Some(Provisioner {
-            kind: kind?,
-            pause_before,
-            max_retries,
-            timeout,
-        })
+        Some(Provisioner { kind: kind?, pause_before, max_retries, timeout })
     }
 }
 
@@ -559,15 +513,9 @@ impl Commands {
                 );
                 None
             }
-            1 => inline
-                .map(Commands::Inline)
-                .or(script.map(Commands::Script))
-                .or(scripts.map(Commands::Scripts)),
+            1 => inline.map(Commands::Inline).or(script.map(Commands::Script)).or(scripts.map(Commands::Scripts)),
             _ => {
-                cx.error(
-                    node.span,
-                    "use only one of `inline`, `script` and `scripts`",
-                );
+                cx.error(node.span, "use only one of `inline`, `script` and `scripts`");
                 None
             }
         }
@@ -614,20 +562,13 @@ fn read_env(o: &mut ObjectReader, cx: &mut Cx) -> BTreeMap<String, String> {
     let Some(node) = o.node("env") else {
         return BTreeMap::new();
     };
-    let env: BTreeMap<String, String> = cx
-        .in_field("env", |cx| Decode::decode(node, cx))
-        .unwrap_or_default();
+    let env: BTreeMap<String, String> = cx.in_field("env", |cx| Decode::decode(node, cx)).unwrap_or_default();
     for name in env.keys() {
         let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             cx.in_field("env", |cx| {
-                cx.error(
-                    node.span,
-                    format!(
-                        "invalid environment variable name `{name}` (use letters, digits and `_`)"
-                    ),
-                )
+                cx.error(node.span, format!("invalid environment variable name `{name}` (use letters, digits and `_`)"))
             });
         }
     }
@@ -657,14 +598,7 @@ impl FileTransfer {
     fn read(node: &Node, o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
         let direction = o.node("direction").map_or(Some(Direction::Upload), |n| {
             cx.in_field("direction", |cx| {
-                one_of(
-                    n,
-                    cx,
-                    &[
-                        ("upload", Direction::Upload),
-                        ("download", Direction::Download),
-                    ],
-                )
+                one_of(n, cx, &[("upload", Direction::Upload), ("download", Direction::Download)])
             })
         })?;
         let source_node = o.node("source");
@@ -673,10 +607,7 @@ impl FileTransfer {
         let destination = o.req::<String>(cx, "destination");
         let mode = o.opt(cx, "mode");
         if source_node.is_some() == o.has("content") {
-            cx.error(
-                node.span,
-                "a `file` provisioner needs exactly one of `source` and `content`",
-            );
+            cx.error(node.span, "a `file` provisioner needs exactly one of `source` and `content`");
             return None;
         }
         if direction == Direction::Download && content.is_some() {
@@ -689,20 +620,11 @@ impl FileTransfer {
             // For downloads the source is in the guest and the destination on the host.
             Direction::Upload => (source.map(|s| TemplatePath::resolve(s, &dir)), destination),
             Direction::Download => (
-                source.map(|s| TemplatePath {
-                    resolved: PathBuf::from(&s),
-                    written: s,
-                }),
+                source.map(|s| TemplatePath { resolved: PathBuf::from(&s), written: s }),
                 dir.join(&destination).to_string_lossy().into_owned(),
             ),
         };
-        Some(FileTransfer {
-            source,
-            content,
-            destination,
-            direction,
-            mode,
-        })
+        Some(FileTransfer { source, content, destination, direction, mode })
     }
 }
 
@@ -720,9 +642,7 @@ impl Decode for FileMode {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         parse_string(node, cx, |s| match u32::from_str_radix(s, 8) {
             Ok(v) if v <= 0o7777 && !s.is_empty() => Ok(FileMode(v)),
-            _ => Err(format!(
-                "invalid file mode `{s}`: expected octal digits like \"0644\""
-            )),
+            _ => Err(format!("invalid file mode `{s}`: expected octal digits like \"0644\"")),
         })
     }
 }
@@ -738,10 +658,7 @@ impl ShellLocal {
     fn read(node: &Node, o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
         let commands = Commands::read(node, o, cx);
         let env = read_env(o, cx);
-        Some(ShellLocal {
-            commands: commands?,
-            env,
-        })
+        Some(ShellLocal { commands: commands?, env })
     }
 }
 
@@ -798,33 +715,18 @@ pub enum CheckKind {
     },
 }
 
-const CHECK_KINDS: [&str; 7] = [
-    "service",
-    "port",
-    "file",
-    "package",
-    "command",
-    "user",
-    "boot_time_max",
-];
+const CHECK_KINDS: [&str; 7] = ["service", "port", "file", "package", "command", "user", "boot_time_max"];
 
 impl Decode for Check {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
         let present: Vec<&str> = CHECK_KINDS.iter().copied().filter(|k| o.has(k)).collect();
         if present.len() != 1 {
-            let what = if present.is_empty() {
-                "no check kind"
-            } else {
-                "more than one check kind"
-            };
+            let what = if present.is_empty() { "no check kind" } else { "more than one check kind" };
             cx.error_with_help(
                 node.span,
                 format!("{what} in this verify entry"),
-                Some(format!(
-                    "use exactly one of {}",
-                    super::decode::quote_list(&CHECK_KINDS)
-                )),
+                Some(format!("use exactly one of {}", super::decode::quote_list(&CHECK_KINDS))),
             );
             return None;
         }
@@ -856,10 +758,7 @@ fn read_check_kind(kind: &str, o: &mut ObjectReader, cx: &mut Cx) -> Option<Chec
             matches: o.opt(cx, "matches"),
             sha256: o.opt(cx, "sha256"),
         },
-        "package" => CheckKind::Package {
-            package: o.req(cx, "package")?,
-            installed: o.or(cx, "installed", true),
-        },
+        "package" => CheckKind::Package { package: o.req(cx, "package")?, installed: o.or(cx, "installed", true) },
         "command" => CheckKind::Command {
             command: o.req(cx, "command")?,
             exit_code: o.opt(cx, "exit_code"),
@@ -872,9 +771,7 @@ fn read_check_kind(kind: &str, o: &mut ObjectReader, cx: &mut Cx) -> Option<Chec
             groups: o.or_default(cx, "groups"),
             shell: o.opt(cx, "shell"),
         },
-        _ => CheckKind::BootTimeMax {
-            boot_time_max: o.req(cx, "boot_time_max")?,
-        },
+        _ => CheckKind::BootTimeMax { boot_time_max: o.req(cx, "boot_time_max")? },
     })
 }
 
@@ -891,11 +788,7 @@ pub struct Export {
 impl Default for Export {
     fn default() -> Self {
         Export {
-            formats: vec![FormatSpec {
-                format: DiskFormat::Qcow2,
-                compression: None,
-                compress: None,
-            }],
+            formats: vec![FormatSpec { format: DiskFormat::Qcow2, compression: None, compress: None }],
             checksums: vec![DigestAlgo::Sha256],
             publish: Vec::new(),
             verify_on: VerifyOn::FreshBoot,
@@ -920,28 +813,15 @@ impl Decode for Export {
                     cx.type_error(n, "an array");
                     return None;
                 };
-                let choices = [
-                    ("sha256", DigestAlgo::Sha256),
-                    ("sha512", DigestAlgo::Sha512),
-                ];
-                let algos: Vec<Option<DigestAlgo>> = items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| cx.in_index(i, |cx| one_of(item, cx, &choices)))
-                    .collect();
+                let choices = [("sha256", DigestAlgo::Sha256), ("sha512", DigestAlgo::Sha512)];
+                let algos: Vec<Option<DigestAlgo>> =
+                    items.iter().enumerate().map(|(i, item)| cx.in_index(i, |cx| one_of(item, cx, &choices))).collect();
                 algos.into_iter().collect::<Option<Vec<_>>>()
             })
         });
         let verify_on = o.node("verify_on").map_or(Some(d.verify_on), |n| {
             cx.in_field("verify_on", |cx| {
-                one_of(
-                    n,
-                    cx,
-                    &[
-                        ("fresh-boot", VerifyOn::FreshBoot),
-                        ("build-vm", VerifyOn::BuildVm),
-                    ],
-                )
+                one_of(n, cx, &[("fresh-boot", VerifyOn::FreshBoot), ("build-vm", VerifyOn::BuildVm)])
             })
         });
         let e = Export {
@@ -1011,21 +891,11 @@ impl Decode for FormatSpec {
             })
         });
         if !o.has("format") {
-            cx.in_field("format", |cx| {
-                cx.error(node.span, "missing required field `format`")
-            });
+            cx.in_field("format", |cx| cx.error(node.span, "missing required field `format`"));
         }
         let compression = o.node("compression").and_then(|n| {
             cx.in_field("compression", |cx| {
-                one_of(
-                    n,
-                    cx,
-                    &[
-                        ("none", Compression::None),
-                        ("zlib", Compression::Zlib),
-                        ("zstd", Compression::Zstd),
-                    ],
-                )
+                one_of(n, cx, &[("none", Compression::None), ("zlib", Compression::Zlib), ("zstd", Compression::Zstd)])
             })
         });
         let compress = o.node("compress").and_then(|n| {
@@ -1049,11 +919,7 @@ impl Decode for FormatSpec {
         if compress.is_some() && format != DiskFormat::Raw {
             cx.error(node.span, "`compress` applies only to `raw`");
         }
-        Some(FormatSpec {
-            format,
-            compression,
-            compress,
-        })
+        Some(FormatSpec { format, compression, compress })
     }
 }
 

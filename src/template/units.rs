@@ -14,9 +14,7 @@ use super::jsonc::Node;
 pub struct Dur(pub Duration);
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "invalid duration `{input}`: {reason}; expected a duration like `90s`, `5m`, `1h30m` or `500ms`"
-)]
+#[error("invalid duration `{input}`: {reason}; expected a duration like `90s`, `5m`, `1h30m` or `500ms`")]
 pub struct DurationError {
     input: String,
     reason: &'static str,
@@ -26,10 +24,7 @@ impl FromStr for Dur {
     type Err = DurationError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |reason| DurationError {
-            input: input.to_string(),
-            reason,
-        };
+        let err = |reason| DurationError { input: input.to_string(), reason };
         let s = input.trim();
         if s.is_empty() {
             return Err(err("it is empty"));
@@ -37,19 +32,13 @@ impl FromStr for Dur {
         let mut total = Duration::ZERO;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             if digits == 0 {
                 return Err(err("each part must start with a number"));
             }
-            let value: u64 = rest[..digits]
-                .parse()
-                .map_err(|_| err("the number is too large"))?;
+            let value: u64 = rest[..digits].parse().map_err(|_| err("the number is too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
             let part = match &rest[..unit_len] {
                 "ms" => Duration::from_millis(value),
                 "s" => Duration::from_secs(value),
@@ -123,18 +112,13 @@ impl FromStr for Size {
     type Err = SizeError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |reason| SizeError {
-            input: input.to_string(),
-            reason,
-        };
+        let err = |reason| SizeError { input: input.to_string(), reason };
         let s = input.trim();
         let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         if digits == 0 {
             return Err(err("it must start with a whole number"));
         }
-        let value: u64 = s[..digits]
-            .parse()
-            .map_err(|_| err("the number is too large"))?;
+        let value: u64 = s[..digits].parse().map_err(|_| err("the number is too large"))?;
         let shift = match s[digits..].trim() {
             "K" | "KiB" | "k" => 10,
             "M" | "MiB" => 20,
@@ -143,9 +127,7 @@ impl FromStr for Size {
             "" => return Err(err("a unit is missing (K, M, G or T)")),
             _ => return Err(err("unknown unit (use K, M, G or T, optionally with `iB`)")),
         };
-        let bytes = value
-            .checked_mul(1u64 << shift)
-            .ok_or_else(|| err("it is too large"))?;
+        let bytes = value.checked_mul(1u64 << shift).ok_or_else(|| err("it is too large"))?;
         if bytes == 0 {
             return Err(err("it must be larger than zero"));
         }
@@ -184,10 +166,7 @@ mod tests {
     fn parses_and_prints_durations() {
         assert_eq!("90s".parse::<Dur>().unwrap().0, Duration::from_secs(90));
         assert_eq!("1h30m".parse::<Dur>().unwrap().0, Duration::from_secs(5400));
-        assert_eq!(
-            "250ms".parse::<Dur>().unwrap().0,
-            Duration::from_millis(250)
-        );
+        assert_eq!("250ms".parse::<Dur>().unwrap().0, Duration::from_millis(250));
         assert_eq!(Dur(Duration::from_secs(5400)).to_string(), "1h30m");
         for bad in ["", "5", "m5", "5 minutes", "5x"] {
             assert!(bad.parse::<Dur>().is_err(), "{bad}");

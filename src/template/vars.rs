@@ -70,33 +70,18 @@ fn read_declaration(name: &str, node: &Node, cx: &mut Cx) -> Option<Declared> {
     if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        cx.error(
-            node.span,
-            format!("invalid variable name `{name}` (use letters, digits and `_`)"),
-        );
+        cx.error(node.span, format!("invalid variable name `{name}` (use letters, digits and `_`)"));
     }
     let mut o = cx.object(node)?;
-    let default = o
-        .node("default")
-        .and_then(|n| cx.in_field("default", |cx| scalar_string(n, cx)));
+    let default = o.node("default").and_then(|n| cx.in_field("default", |cx| scalar_string(n, cx)));
     let description = o.opt(cx, "description");
     let required = o.or(cx, "required", false);
     let sensitive = o.or(cx, "sensitive", false);
     o.finish(cx);
     if required && default.is_some() {
-        cx.error(
-            node.span,
-            format!("variable `{name}` is `required` and also has a `default`; use one"),
-        );
+        cx.error(node.span, format!("variable `{name}` is `required` and also has a `default`; use one"));
     }
-    Some(Declared {
-        name: name.to_string(),
-        node: node.clone(),
-        default,
-        description,
-        required,
-        sensitive,
-    })
+    Some(Declared { name: name.to_string(), node: node.clone(), default, description, required, sensitive })
 }
 
 /// Variable values are strings; numbers and booleans are accepted and written as JSON prints them.
@@ -118,10 +103,8 @@ pub(super) fn resolve(
     inputs: &VarInputs,
     base_interp: &Interpolator,
 ) -> Result<BTreeMap<String, Option<String>>, TemplateError> {
-    let mut values: BTreeMap<String, Option<String>> = declared
-        .iter()
-        .map(|d| (d.name.clone(), d.default.clone()))
-        .collect();
+    let mut values: BTreeMap<String, Option<String>> =
+        declared.iter().map(|d| (d.name.clone(), d.default.clone())).collect();
     if inputs.use_env {
         for d in declared {
             if let Ok(v) = std::env::var(format!("{ENV_PREFIX}{}", d.name)) {
@@ -158,10 +141,8 @@ fn read_var_file(
     declared: &BTreeMap<String, Option<String>>,
     base_interp: &Interpolator,
 ) -> Result<Vec<(String, String)>, TemplateError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
     let file = SourceFile::new(path.to_path_buf(), text);
     let node = jsonc::parse(&file.text).map_err(|e| {
         TemplateError::Invalid(Diagnostics(vec![Diagnostic {
@@ -181,11 +162,7 @@ fn read_var_file(
                     let help = did_you_mean(&key.name, declared.keys().map(String::as_str))
                         .map(|n| format!("did you mean `{n}`?"));
                     cx.in_field(&key.name, |cx| {
-                        cx.error_with_help(
-                            key.span,
-                            format!("the template declares no variable `{}`", key.name),
-                            help,
-                        )
+                        cx.error_with_help(key.span, format!("the template declares no variable `{}`", key.name), help)
                     });
                     continue;
                 }
@@ -196,11 +173,7 @@ fn read_var_file(
         }
         _ => cx.type_error(&node, "an object of variable names to values"),
     }
-    if cx.errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(TemplateError::Invalid(Diagnostics(cx.errors)))
-    }
+    if cx.errors.is_empty() { Ok(out) } else { Err(TemplateError::Invalid(Diagnostics(cx.errors))) }
 }
 
 /// Builds the interpolation table and the `variables` view shown by `inspect`.
@@ -220,32 +193,17 @@ pub(super) fn finish(
                 None => VarValue::Set(String::new()),
             },
         );
-        let value = value.map(|v| {
-            if d.sensitive {
-                VarShown::Sensitive
-            } else {
-                VarShown::Plain(v)
-            }
-        });
+        let value = value.map(|v| if d.sensitive { VarShown::Sensitive } else { VarShown::Plain(v) });
         shown.insert(
             d.name.clone(),
-            Variable {
-                description: d.description.clone(),
-                required: d.required,
-                sensitive: d.sensitive,
-                value,
-            },
+            Variable { description: d.description.clone(), required: d.required, sensitive: d.sensitive, value },
         );
     }
     (table, shown)
 }
 
 /// A required variable with no value is an error even where it is not used yet.
-pub(super) fn check_required(
-    declared: &[Declared],
-    values: &BTreeMap<String, Option<String>>,
-    cx: &mut Cx,
-) {
+pub(super) fn check_required(declared: &[Declared], values: &BTreeMap<String, Option<String>>, cx: &mut Cx) {
     for d in declared.iter().filter(|d| d.required) {
         if values.get(&d.name).is_none_or(|v| v.is_none()) {
             let name = d.name.clone();

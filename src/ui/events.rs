@@ -96,9 +96,7 @@ impl Event {
         match self {
             Event::Log { level, .. } => *level,
             Event::Warning { .. } => Level::Warn,
-            Event::CleanupFinished { ok: false, .. } | Event::StepFinished { ok: false, .. } => {
-                Level::Error
-            }
+            Event::CleanupFinished { ok: false, .. } | Event::StepFinished { ok: false, .. } => Level::Error,
             Event::Result { status, .. } if *status != Status::Success => Level::Error,
             _ => Level::Info,
         }
@@ -107,52 +105,26 @@ impl Event {
     /// The line a person reads on stderr, or `None` for events only machines need.
     pub fn human(&self) -> Option<String> {
         Some(match self {
-            Event::BuildStarted {
-                name,
-                version,
-                build_id,
-                ..
-            } => {
-                format!(
-                    "{} {name} {version} (build {build_id})",
-                    style("==>").bold().cyan()
-                )
+            Event::BuildStarted { name, version, build_id, .. } => {
+                format!("{} {name} {version} (build {build_id})", style("==>").bold().cyan())
             }
             Event::StepStarted { step, index, total } => {
-                format!(
-                    "{} [{}/{total}] {step}",
-                    style("==>").bold().cyan(),
-                    index + 1
-                )
+                format!("{} [{}/{total}] {step}", style("==>").bold().cyan(), index + 1)
             }
             Event::StepFinished { ok: true, .. } => return None,
-            Event::StepFinished {
-                step, duration_ms, ..
-            } => {
-                format!(
-                    "{} {step} failed after {}",
-                    style("!!").red().bold(),
-                    secs(*duration_ms)
-                )
+            Event::StepFinished { step, duration_ms, .. } => {
+                format!("{} {step} failed after {}", style("!!").red().bold(), secs(*duration_ms))
             }
-            Event::CleanupFinished {
-                cleanup, ok: true, ..
-            } => format!("    cleaned up: {cleanup}"),
+            Event::CleanupFinished { cleanup, ok: true, .. } => format!("    cleaned up: {cleanup}"),
             Event::CleanupFinished { cleanup, error, .. } => format!(
                 "{} cleanup failed: {cleanup}: {}",
                 style("!!").red().bold(),
                 error.as_deref().unwrap_or("unknown error")
             ),
-            Event::Log {
-                source: Some(source),
-                message,
-                ..
-            } => format!("    {} {message}", style(format!("{source}:")).dim()),
-            Event::Log {
-                level: Level::Error,
-                message,
-                ..
-            } => format!("{} {message}", style("error:").red().bold()),
+            Event::Log { source: Some(source), message, .. } => {
+                format!("    {} {message}", style(format!("{source}:")).dim())
+            }
+            Event::Log { level: Level::Error, message, .. } => format!("{} {message}", style("error:").red().bold()),
             Event::Log { message, .. } => format!("    {message}"),
             Event::Warning { message } => {
                 format!("{} {message}", style("warning:").yellow().bold())

@@ -50,11 +50,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UiLayer {
         let message = format!("{}{}", visitor.message, visitor.fields);
         match level {
             Level::Warn => emit(Event::Warning { message }),
-            _ => emit(Event::Log {
-                level,
-                source: None,
-                message,
-            }),
+            _ => emit(Event::Log { level, source: None, message }),
         }
     }
 }
@@ -67,10 +63,6 @@ pub fn init_tracing(verbosity: i8) {
         1 => "imgbuild=debug,info",
         _ => "trace",
     };
-    let filter =
-        EnvFilter::try_from_env("IMGBUILD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(UiLayer)
-        .try_init();
+    let filter = EnvFilter::try_from_env("IMGBUILD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::registry().with(filter).with(UiLayer).try_init();
 }

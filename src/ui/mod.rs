@@ -43,12 +43,7 @@ pub struct UiOptions {
 
 impl Default for UiOptions {
     fn default() -> Self {
-        UiOptions {
-            format: OutputFormat::Text,
-            color: ColorChoice::Auto,
-            no_progress: false,
-            verbosity: 0,
-        }
+        UiOptions { format: OutputFormat::Text, color: ColorChoice::Auto, no_progress: false, verbosity: 0 }
     }
 }
 
@@ -81,20 +76,13 @@ impl Ui {
         let color = match options.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => {
-                false
-            }
-            ColorChoice::Auto if std::env::var_os("FORCE_COLOR").is_some_and(|v| !v.is_empty()) => {
-                true
-            }
+            ColorChoice::Auto if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) => false,
+            ColorChoice::Auto if std::env::var_os("FORCE_COLOR").is_some_and(|v| !v.is_empty()) => true,
             ColorChoice::Auto => tty,
         };
         console::set_colors_enabled(color);
         console::set_colors_enabled_stderr(color);
-        let progress = match (
-            options.no_progress || options.verbosity < 0,
-            tty && options.verbosity <= 0,
-        ) {
+        let progress = match (options.no_progress || options.verbosity < 0, tty && options.verbosity <= 0) {
             (true, _) => ProgressMode::Off,
             (false, true) => ProgressMode::Bars,
             (false, false) => ProgressMode::Lines,
@@ -103,12 +91,7 @@ impl Ui {
         if progress != ProgressMode::Bars {
             multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        Ui {
-            format: options.format,
-            progress,
-            quiet: options.verbosity < 0,
-            multi,
-        }
+        Ui { format: options.format, progress, quiet: options.verbosity < 0, multi }
     }
 }
 
@@ -155,26 +138,16 @@ pub fn eprintln_raw(line: &str) {
 }
 
 pub fn info(message: impl Into<String>) {
-    emit(Event::Log {
-        level: Level::Info,
-        source: None,
-        message: message.into(),
-    });
+    emit(Event::Log { level: Level::Info, source: None, message: message.into() });
 }
 
 pub fn warn(message: impl Into<String>) {
-    emit(Event::Warning {
-        message: message.into(),
-    });
+    emit(Event::Warning { message: message.into() });
 }
 
 /// A line of guest or tool output, attributed to the step that produced it.
 pub fn output(source: &str, line: &str) {
-    emit(Event::Log {
-        level: Level::Info,
-        source: Some(source.to_string()),
-        message: line.to_string(),
-    });
+    emit(Event::Log { level: Level::Info, source: Some(source.to_string()), message: line.to_string() });
 }
 
 pub fn progress_mode() -> ProgressMode {

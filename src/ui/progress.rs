@@ -40,19 +40,9 @@ impl ByteProgress {
             bar
         });
         let now = Instant::now();
-        let lines = (mode == ProgressMode::Lines).then(|| {
-            Mutex::new(LineState {
-                total,
-                position: 0,
-                started: now,
-                last_print: now,
-            })
-        });
-        ByteProgress {
-            label: label.to_string(),
-            bar,
-            lines,
-        }
+        let lines = (mode == ProgressMode::Lines)
+            .then(|| Mutex::new(LineState { total, position: 0, started: now, last_print: now }));
+        ByteProgress { label: label.to_string(), bar, lines }
     }
 
     pub fn set_total(&self, total: Option<u64>) {
@@ -115,12 +105,9 @@ fn describe(s: &LineState) -> String {
     let secs = s.started.elapsed().as_secs_f64().max(0.001);
     let rate = HumanBytes((s.position as f64 / secs) as u64);
     match s.total {
-        Some(total) if total > 0 => format!(
-            "{} / {} ({}%), {rate}/s",
-            HumanBytes(s.position),
-            HumanBytes(total),
-            s.position * 100 / total
-        ),
+        Some(total) if total > 0 => {
+            format!("{} / {} ({}%), {rate}/s", HumanBytes(s.position), HumanBytes(total), s.position * 100 / total)
+        }
         _ => format!("{}, {rate}/s", HumanBytes(s.position)),
     }
 }

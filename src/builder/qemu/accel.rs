@@ -30,11 +30,7 @@ pub struct KvmUnusable {
 
 /// Why KVM cannot be used here, or `None` when it can.
 pub fn kvm_problem() -> Option<String> {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         return Some(format!("/dev/kvm cannot be opened read-write ({e})"));
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

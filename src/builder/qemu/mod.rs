@@ -47,12 +47,10 @@ pub enum QemuError {
     #[error("{source}\n--- serial console (last lines) ---\n{console}")]
     SshWait {
         #[source]
-        source: WaitError,
+        source: Box<WaitError>,
         console: String,
     },
-    #[error(
-        "QEMU exited ({status}) while waiting for SSH\n--- serial console (last lines) ---\n{console}"
-    )]
+    #[error("QEMU exited ({status}) while waiting for SSH\n--- serial console (last lines) ---\n{console}")]
     ExitedEarly { status: String, console: String },
     #[error("`ready_command` did not succeed within the SSH timeout; last exit status: {status}")]
     NotReady { status: String },
@@ -82,10 +80,7 @@ impl Step<BuildState> for Preflight {
         let q = qemu_cfg(state)?;
         for program in [q.qemu_binary.as_str(), "qemu-img"] {
             if crate::process::which(program).is_none() {
-                return Err(QemuError::MissingTool {
-                    program: program.into(),
-                }
-                .into());
+                return Err(QemuError::MissingTool { program: program.into() }.into());
             }
         }
         let accel = accel::choose(q.accelerator).map_err(QemuError::from)?;
@@ -121,9 +116,7 @@ impl Step<BuildState> for CreateDisk {
         let disk = work.join("disk.qcow2");
         let base_format = image_format(&source.path).await?;
         let mut cmd = Command::new("qemu-img");
-        cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"])
-            .arg(&source.path)
-            .arg(&disk);
+        cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"]).arg(&source.path).arg(&disk);
         if let Some(size) = q.disk_size {
             let base_size = virtual_size(&source.path).await?;
             cmd.arg(size.bytes().max(base_size).to_string());
@@ -147,9 +140,7 @@ pub async fn image_format(path: &Path) -> Result<String, ProcessError> {
 }
 
 pub async fn virtual_size(path: &Path) -> Result<u64, ProcessError> {
-    Ok(qemu_img_info(path).await?["virtual-size"]
-        .as_u64()
-        .unwrap_or(0))
+    Ok(qemu_img_info(path).await?["virtual-size"].as_u64().unwrap_or(0))
 }
 
 /// The per-build SSH key and the cloud-init seed that installs it.
@@ -166,18 +157,10 @@ impl Step<BuildState> for CreateSeed {
         let work = BuildState::require(&state.work_dir, "the work directory")?.clone();
         let key = Arc::new(KeyPair::generate().map_err(QemuError::from)?);
         let key_path = work.join("id_ed25519");
-        seed::write_private(
-            &key_path,
-            key.private_openssh_pem()
-                .map_err(QemuError::from)?
-                .as_bytes(),
-        )
-        .map_err(QemuError::from)?;
-        let wants_seed = q.cloud_init.enabled
-            && matches!(
-                state.loaded.template.source,
-                Some(Source::CloudImage { .. })
-            );
+        seed::write_private(&key_path, key.private_openssh_pem().map_err(QemuError::from)?.as_bytes())
+            .map_err(QemuError::from)?;
+        let wants_seed =
+            q.cloud_init.enabled && matches!(state.loaded.template.source, Some(Source::CloudImage { .. }));
         if wants_seed {
             let seed_path = work.join("seed.img");
             write_seed(state, q, &key, &seed_path, "build")?;
@@ -240,11 +223,7 @@ impl Step<BuildState> for Launch {
         };
         state.machine.launched_at = Some(std::time::Instant::now());
         let vm = Arc::new(Vm::launch(&cfg).await.map_err(QemuError::from)?);
-        ui::info(format!(
-            "QEMU started (pid {}, SSH on 127.0.0.1:{})",
-            vm.pid.unwrap_or(0),
-            vm.ssh_port
-        ));
+        ui::info(format!("QEMU started (pid {}, SSH on 127.0.0.1:{})", vm.pid.unwrap_or(0), vm.ssh_port));
         let note = abort_note(state, &vm, &q.ssh.username);
         let killed = vm.clone();
         cx.on_cleanup(
@@ -253,11 +232,7 @@ impl Step<BuildState> for Launch {
                 if killed.wait_exit(Duration::from_secs(10)).await {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "QEMU (pid {}) did not exit after SIGKILL",
-                        killed.pid.unwrap_or(0)
-                    )
-                    .into())
+                    Err(format!("QEMU (pid {}) did not exit after SIGKILL", killed.pid.unwrap_or(0)).into())
                 }
             })
             .keep_note(note),
@@ -268,12 +243,7 @@ impl Step<BuildState> for Launch {
 }
 
 fn abort_note(state: &BuildState, vm: &Vm, user: &str) -> String {
-    let key = state
-        .machine
-        .key_path
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let key = state.machine.key_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     format!(
         "VM still running (pid {}): ssh -i {key} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {user}@127.0.0.1  (QMP: {}; stop it with `kill {}`)",
         vm.pid.unwrap_or(0),
@@ -320,7 +290,7 @@ pub async fn connect_to(
     tokio::select! {
         status = vm.exited() => Err(QemuError::ExitedEarly { status, console: vm.console_tail(CONSOLE_TAIL) }),
         r = wait => r.map_err(|e| match e {
-            ReadyError::Wait(source) => QemuError::SshWait { source, console: vm.console_tail(CONSOLE_TAIL) },
+            ReadyError::Wait(source) => QemuError::SshWait { source: Box::new(source), console: vm.console_tail(CONSOLE_TAIL) },
             ReadyError::NotReady(status) => QemuError::NotReady { status },
         }),
     }
@@ -401,10 +371,7 @@ async fn wait_ready(
     let mut delay = Duration::from_millis(250);
     loop {
         let mut sink = crate::communicator::NullSink;
-        let status = match client
-            .exec(ready, &[], None, &mut sink, Some(Duration::from_secs(30)))
-            .await
-        {
+        let status = match client.exec(ready, &[], None, &mut sink, Some(Duration::from_secs(30))).await {
             Ok(r) if r.success() => return Ok(client),
             Ok(r) => format!("{:?}", r.exit_status),
             Err(e) => {
@@ -448,20 +415,10 @@ impl Step<BuildState> for WaitSsh {
 pub async fn boot_id(client: &SshClient) -> Option<String> {
     let mut sink = crate::communicator::CollectSink::default();
     let r = client
-        .exec(
-            "cat /proc/sys/kernel/random/boot_id",
-            &[],
-            None,
-            &mut sink,
-            Some(Duration::from_secs(10)),
-        )
+        .exec("cat /proc/sys/kernel/random/boot_id", &[], None, &mut sink, Some(Duration::from_secs(10)))
         .await
         .ok()?;
-    r.success().then(|| {
-        sink.text(crate::communicator::OutputStream::Stdout)
-            .trim()
-            .to_string()
-    })
+    r.success().then(|| sink.text(crate::communicator::OutputStream::Stdout).trim().to_string())
 }
 
 const REBOOT_SETTLE: Duration = Duration::from_secs(60);
@@ -478,8 +435,7 @@ pub async fn reconnect(
     loop {
         let client = connect(state, cancel).await?;
         let current = boot_id(&client).await;
-        let rebooted =
-            previous_boot.is_none() || current.is_none() || current.as_deref() != previous_boot;
+        let rebooted = previous_boot.is_none() || current.is_none() || current.as_deref() != previous_boot;
         if rebooted || tokio::time::Instant::now() > deadline {
             return Ok(client);
         }
@@ -509,13 +465,7 @@ impl Step<BuildState> for Shutdown {
         let q = qemu_cfg(state)?.clone();
         let vm = BuildState::require(&state.machine.vm, "the VM")?.clone();
         let client = state.machine.ssh.take();
-        let method = shut_down(
-            &vm,
-            client,
-            q.shutdown_command.as_deref(),
-            q.shutdown_timeout.0,
-        )
-        .await?;
+        let method = shut_down(&vm, client, q.shutdown_command.as_deref(), q.shutdown_timeout.0).await?;
         match method {
             ShutdownMethod::Killed => {
                 return Err(QemuError::Shutdown(format!(
@@ -541,14 +491,9 @@ pub async fn shut_down(
     timeout: Duration,
 ) -> Result<ShutdownMethod, QemuError> {
     if let (Some(command), Some(client)) = (command, client) {
-        let mut sink =
-            |_: crate::communicator::OutputStream, line: &str| ui::output("shutdown", line);
+        let mut sink = |_: crate::communicator::OutputStream, line: &str| ui::output("shutdown", line);
         // The connection usually drops as the guest goes down; that is success here.
-        let _ = tokio::time::timeout(
-            timeout,
-            client.exec(command, &[], None, &mut sink, Some(timeout)),
-        )
-        .await;
+        let _ = tokio::time::timeout(timeout, client.exec(command, &[], None, &mut sink, Some(timeout))).await;
         if vm.wait_exit(timeout).await {
             return Ok(ShutdownMethod::Command);
         }
@@ -557,11 +502,7 @@ pub async fn shut_down(
             crate::template::units::Dur(timeout)
         ));
     }
-    let budget = if command.is_some() {
-        ACPI_TIMEOUT.min(timeout)
-    } else {
-        timeout
-    };
+    let budget = if command.is_some() { ACPI_TIMEOUT.min(timeout) } else { timeout };
     if let Ok(mut qmp) = qmp::Qmp::connect(&vm.qmp_path).await
         && qmp.system_powerdown().await.is_ok()
         && vm.wait_exit(budget).await

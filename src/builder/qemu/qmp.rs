@@ -40,15 +40,9 @@ impl Qmp {
     pub async fn connect(path: &Path) -> Result<Self, QmpError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| QmpError::Connect {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| QmpError::Connect { path: path.display().to_string(), source })?;
         let (read, writer) = stream.into_split();
-        let mut qmp = Qmp {
-            lines: BufReader::new(read).lines(),
-            writer,
-        };
+        let mut qmp = Qmp { lines: BufReader::new(read).lines(), writer };
         qmp.next_message().await?; // greeting
         qmp.execute("qmp_capabilities", None).await?;
         Ok(qmp)
@@ -63,11 +57,7 @@ impl Qmp {
     }
 
     /// Runs a command and returns its `return` value, skipping events.
-    pub async fn execute(
-        &mut self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, QmpError> {
+    pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
         let mut request = json!({ "execute": command });
         if let Some(args) = arguments {
             request["arguments"] = args;
@@ -81,15 +71,8 @@ impl Qmp {
                 return Ok(ret.clone());
             }
             if let Some(error) = message.get("error") {
-                let text = error
-                    .get("desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error")
-                    .to_string();
-                return Err(QmpError::Command {
-                    command: command.to_string(),
-                    message: text,
-                });
+                let text = error.get("desc").and_then(Value::as_str).unwrap_or("unknown error").to_string();
+                return Err(QmpError::Command { command: command.to_string(), message: text });
             }
         }
     }
@@ -101,15 +84,7 @@ impl Qmp {
 
     /// Presses keys (QKeyCode names) together, e.g. `["shift", "a"]`.
     pub async fn send_key(&mut self, keys: &[&str], hold_ms: u32) -> Result<(), QmpError> {
-        let keys: Vec<Value> = keys
-            .iter()
-            .map(|k| json!({ "type": "qcode", "data": k }))
-            .collect();
-        self.execute(
-            "send-key",
-            Some(json!({ "keys": keys, "hold-time": hold_ms })),
-        )
-        .await
-        .map(|_| ())
+        let keys: Vec<Value> = keys.iter().map(|k| json!({ "type": "qcode", "data": k })).collect();
+        self.execute("send-key", Some(json!({ "keys": keys, "hold-time": hold_ms }))).await.map(|_| ())
     }
 }

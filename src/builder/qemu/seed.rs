@@ -39,11 +39,7 @@ fn q(s: &str) -> String {
 }
 
 pub fn meta_data(spec: &SeedSpec) -> String {
-    format!(
-        "instance-id: {}\nlocal-hostname: {}\n",
-        q(spec.instance_id),
-        q(spec.hostname)
-    )
+    format!("instance-id: {}\nlocal-hostname: {}\n", q(spec.instance_id), q(spec.hostname))
 }
 
 /// The user-data imgbuild writes: the build user with the per-build key (and
@@ -62,17 +58,10 @@ pub fn user_data(spec: &SeedSpec) -> Result<String, SeedError> {
     if !is_root {
         out.push_str("    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n    shell: /bin/sh\n");
     }
-    out.push_str(&format!(
-        "    ssh_authorized_keys:\n      - {}\n",
-        q(spec.authorized_key)
-    ));
+    out.push_str(&format!("    ssh_authorized_keys:\n      - {}\n", q(spec.authorized_key)));
     if let Some(password) = spec.password {
         out.push_str("chpasswd:\n  expire: false\n  users:\n");
-        out.push_str(&format!(
-            "    - name: {}\n      password: {}\n      type: text\n",
-            q(spec.username),
-            q(password)
-        ));
+        out.push_str(&format!("    - name: {}\n      password: {}\n      type: text\n", q(spec.username), q(password)));
     }
     match spec.extra_user_data {
         None => Ok(out),
@@ -106,13 +95,10 @@ const SEED_SIZE: u64 = 1 << 20;
 /// Writes a FAT12 volume labelled `cidata` holding the seed files.
 pub fn write_seed_image(path: &Path, meta_data: &str, user_data: &str) -> Result<(), SeedError> {
     let mut image = Cursor::new(vec![0u8; SEED_SIZE as usize]);
-    let options = fatfs::FormatVolumeOptions::new()
-        .volume_label(*b"cidata     ")
-        .fat_type(fatfs::FatType::Fat12);
+    let options = fatfs::FormatVolumeOptions::new().volume_label(*b"cidata     ").fat_type(fatfs::FatType::Fat12);
     fatfs::format_volume(&mut image, options).map_err(SeedError::Fat)?;
     {
-        let fs =
-            fatfs::FileSystem::new(&mut image, fatfs::FsOptions::new()).map_err(SeedError::Fat)?;
+        let fs = fatfs::FileSystem::new(&mut image, fatfs::FsOptions::new()).map_err(SeedError::Fat)?;
         for (name, content) in [("meta-data", meta_data), ("user-data", user_data)] {
             let mut file = fs.root_dir().create_file(name).map_err(SeedError::Fat)?;
             file.truncate().map_err(SeedError::Fat)?;
@@ -126,17 +112,9 @@ pub fn write_seed_image(path: &Path, meta_data: &str, user_data: &str) -> Result
 /// Writes a file readable by the owner only: the seed holds the password.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SeedError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| SeedError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
+    let err = |source| SeedError::Write { path: path.display().to_string(), source };
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
     file.write_all(bytes).map_err(err)
 }
 
@@ -161,10 +139,7 @@ mod tests {
         assert!(text.starts_with("#cloud-config\n"));
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(v["users"][0]["name"], "root");
-        assert_eq!(
-            v["users"][0]["ssh_authorized_keys"][0],
-            "ssh-ed25519 AAAA k"
-        );
+        assert_eq!(v["users"][0]["ssh_authorized_keys"][0], "ssh-ed25519 AAAA k");
         assert_eq!(v["chpasswd"]["users"][0]["password"], "p'a\"ss $x");
         assert_eq!(v["disable_root"], false);
     }
@@ -187,13 +162,7 @@ mod tests {
         let file = std::fs::File::open(&path).unwrap();
         let fs = fatfs::FileSystem::new(file, fatfs::FsOptions::new()).unwrap();
         assert_eq!(fs.volume_label().trim(), "cidata");
-        let names: Vec<String> = fs
-            .root_dir()
-            .iter()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert!(
-            names.contains(&"meta-data".to_string()) && names.contains(&"user-data".to_string())
-        );
+        let names: Vec<String> = fs.root_dir().iter().map(|e| e.unwrap().file_name()).collect();
+        assert!(names.contains(&"meta-data".to_string()) && names.contains(&"user-data".to_string()));
     }
 }

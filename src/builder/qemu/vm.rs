@@ -23,9 +23,7 @@ pub enum VmError {
     NoPort(usize),
     #[error("QEMU did not create its QMP socket within {0:?}")]
     NoQmp(Duration),
-    #[error(
-        "cannot find UEFI firmware (looked for {0}); install it with `apt-get install -y ovmf`"
-    )]
+    #[error("cannot find UEFI firmware (looked for {0}); install it with `apt-get install -y ovmf`")]
     NoFirmware(String),
     #[error("cannot reserve a local port")]
     Port(#[source] std::io::Error),
@@ -87,23 +85,12 @@ impl Vm {
         tracing::debug!("{} {}", cfg.qemu_binary, args.join(" "));
         let stderr_file = std::fs::File::create(&stderr_path).map_err(VmError::Port)?;
         let mut cmd = Command::new(&cfg.qemu_binary);
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr_file);
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr_file);
         let child = GroupChild::spawn(cmd)?;
         let pid = child.id();
         let (tx, exit) = watch::channel(None);
         let task = tokio::spawn(watch_exit(child, tx));
-        let vm = Vm {
-            ssh_port: port,
-            qmp_path,
-            console_path,
-            pid,
-            pgid: pid.map(|p| p as i32),
-            exit,
-            _task: task,
-        };
+        let vm = Vm { ssh_port: port, qmp_path, console_path, pid, pgid: pid.map(|p| p as i32), exit, _task: task };
         vm.wait_started(&stderr_path).await?;
         Ok(vm)
     }
@@ -113,10 +100,7 @@ impl Vm {
         let mut delay = Duration::from_millis(10);
         loop {
             if let Some(status) = self.exit_status() {
-                let stderr = std::fs::read_to_string(stderr_path)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
+                let stderr = std::fs::read_to_string(stderr_path).unwrap_or_default().trim().to_string();
                 return Err(VmError::StartFailed { status, stderr });
             }
             if self.qmp_path.exists() {
@@ -181,11 +165,7 @@ pub fn console_tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
-    all[start..]
-        .iter()
-        .map(|l| l.trim_end_matches('\r'))
-        .collect::<Vec<_>>()
-        .join("\n")
+    all[start..].iter().map(|l| l.trim_end_matches('\r')).collect::<Vec<_>>().join("\n")
 }
 
 async fn watch_exit(mut child: GroupChild, tx: watch::Sender<Option<String>>) {
@@ -204,108 +184,41 @@ fn free_port() -> Result<u16, VmError> {
     Ok(listener.local_addr().map_err(VmError::Port)?.port())
 }
 
-const OVMF_CODE: [&str; 2] = [
-    "/usr/share/OVMF/OVMF_CODE_4M.fd",
-    "/usr/share/OVMF/OVMF_CODE.fd",
-];
-const OVMF_VARS: [&str; 2] = [
-    "/usr/share/OVMF/OVMF_VARS_4M.fd",
-    "/usr/share/OVMF/OVMF_VARS.fd",
-];
+const OVMF_CODE: [&str; 2] = ["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_CODE.fd"];
+const OVMF_VARS: [&str; 2] = ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"];
 
-fn qemu_args(
-    cfg: &VmConfig,
-    port: u16,
-    qmp: &Path,
-    console: &Path,
-) -> Result<Vec<String>, VmError> {
+fn qemu_args(cfg: &VmConfig, port: u16, qmp: &Path, console: &Path) -> Result<Vec<String>, VmError> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&[
-        "-name",
-        &format!("imgbuild-{}", cfg.tag),
-        "-nodefaults",
-        "-display",
-        "none",
-    ]);
-    push(&[
-        "-machine",
-        &format!("{},accel={}", cfg.machine, cfg.accel.as_str()),
-    ]);
-    push(&[
-        "-cpu",
-        if cfg.accel == Accel::Kvm {
-            "host"
-        } else {
-            "max"
-        },
-    ]);
-    push(&[
-        "-smp",
-        &cfg.cpus.to_string(),
-        "-m",
-        &format!("{}M", cfg.memory_mib),
-    ]);
+    push(&["-name", &format!("imgbuild-{}", cfg.tag), "-nodefaults", "-display", "none"]);
+    push(&["-machine", &format!("{},accel={}", cfg.machine, cfg.accel.as_str())]);
+    push(&["-cpu", if cfg.accel == Accel::Kvm { "host" } else { "max" }]);
+    push(&["-smp", &cfg.cpus.to_string(), "-m", &format!("{}M", cfg.memory_mib)]);
     push(&["-serial", &format!("file:{}", console.display())]);
-    push(&[
-        "-qmp",
-        &format!("unix:{},server=on,wait=off", qmp.display()),
-    ]);
-    push(&[
-        "-netdev",
-        &format!(
-            "user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{}",
-            cfg.guest_ssh_port
-        ),
-    ]);
-    push(&[
-        "-device",
-        "virtio-net-pci,netdev=net0",
-        "-device",
-        "virtio-rng-pci",
-    ]);
-    let disk = format!(
-        "file={},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap",
-        cfg.disk.display()
-    );
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())]);
+    push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{}", cfg.guest_ssh_port)]);
+    push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
+    let disk = format!("file={},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap", cfg.disk.display());
     push(&["-drive", &disk]);
     match cfg.disk_interface {
         DiskInterface::Virtio => push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]),
-        DiskInterface::VirtioScsi => push(&[
-            "-device",
-            "virtio-scsi-pci,id=scsi0",
-            "-device",
-            "scsi-hd,drive=disk0,bootindex=1",
-        ]),
+        DiskInterface::VirtioScsi => {
+            push(&["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bootindex=1"])
+        }
         DiskInterface::Ide => push(&["-device", "ide-hd,drive=disk0,bootindex=1"]),
         DiskInterface::Nvme => push(&["-device", "nvme,drive=disk0,serial=imgbuild0,bootindex=1"]),
     }
     if let Some(seed) = &cfg.seed {
-        push(&[
-            "-drive",
-            &format!("file={},format=raw,if=virtio,readonly=on", seed.display()),
-        ]);
+        push(&["-drive", &format!("file={},format=raw,if=virtio,readonly=on", seed.display())]);
     }
     if let Some(iso) = &cfg.cdrom {
-        push(&[
-            "-drive",
-            &format!(
-                "file={},media=cdrom,readonly=on,if=none,id=cd0",
-                iso.display()
-            ),
-        ]);
+        push(&["-drive", &format!("file={},media=cdrom,readonly=on,if=none,id=cd0", iso.display())]);
         push(&["-device", "ide-cd,drive=cd0,bootindex=0"]);
     }
     if cfg.firmware == Firmware::Uefi {
         let (code, vars) = uefi_files(cfg)?;
-        push(&[
-            "-drive",
-            &format!("if=pflash,format=raw,readonly=on,file={code}"),
-        ]);
-        push(&[
-            "-drive",
-            &format!("if=pflash,format=raw,file={}", vars.display()),
-        ]);
+        push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={code}")]);
+        push(&["-drive", &format!("if=pflash,format=raw,file={}", vars.display())]);
     }
     a.extend(cfg.extra_args.iter().cloned());
     Ok(a)
@@ -313,11 +226,7 @@ fn qemu_args(
 
 /// OVMF code (read-only, shared) and a private copy of the variable store.
 fn uefi_files(cfg: &VmConfig) -> Result<(String, PathBuf), VmError> {
-    let find = |c: &[&str]| {
-        c.iter()
-            .find(|p| Path::new(p).exists())
-            .map(|p| p.to_string())
-    };
+    let find = |c: &[&str]| c.iter().find(|p| Path::new(p).exists()).map(|p| p.to_string());
     let code = find(&OVMF_CODE).ok_or_else(|| VmError::NoFirmware(OVMF_CODE.join(", ")))?;
     let vars_src = find(&OVMF_VARS).ok_or_else(|| VmError::NoFirmware(OVMF_VARS.join(", ")))?;
     let vars = cfg.dir.join(format!("{}-efivars.fd", cfg.tag));
