@@ -15,6 +15,19 @@ packages=(
     python3 python3-venv git ca-certificates
 )
 
+# Python tools the tests use as real consumers and servers, in a private venv.
+setup_venv() {
+    local venv=${IMGBUILD_VENV:-$HOME/.cache/imgbuild-venv}
+    local wanted="junitparser==3.2.0 check-jsonschema==0.29.4"
+    if [[ -f $venv/.installed && $(cat "$venv/.installed") == "$wanted" ]]; then
+        return
+    fi
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q $wanted
+    echo "$wanted" > "$venv/.installed"
+}
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +35,7 @@ done
 need_qemu_img=0
 command -v qemu-img >/dev/null 2>&1 || need_qemu_img=1
 if ((${#missing[@]} == 0 && need_qemu_img == 0)); then
+    setup_venv
     exit 0
 fi
 
@@ -35,3 +49,4 @@ sudo_if_needed apt-get install -y -q --no-install-recommends --allow-downgrades 
     "${missing[@]}" qemu-system-x86 "qemu-utils=${qemu_version}"
 command -v qemu-img >/dev/null && command -v qemu-system-x86_64 >/dev/null
 sudo_if_needed mkdir -p /run/sshd
+setup_venv

@@ -34,6 +34,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Build(args) => build(args).await,
             Command::Validate(args) => validate(&args),
             Command::Inspect(args) => inspect(&args),
+            Command::Test(args) => test(args).await,
             Command::Versions(args) => crate::store::cli::versions(&args),
             Command::Show(args) => crate::store::cli::show(&args),
             Command::Promote(args) => crate::store::cli::promote(&args),
@@ -160,6 +161,58 @@ async fn build(args: BuildArgs) -> ExitCode {
     drop(state);
     signals.abort();
     finish(outcome, started)
+}
+
+/// `imgbuild test`: the verify block against an already published artifact.
+async fn test(args: crate::cli::TestArgs) -> ExitCode {
+    let loaded = match load(&args.template, &args.vars, None) {
+        Ok(l) => Arc::new(l),
+        Err(code) => return code,
+    };
+    let store_dir = build::publish::store_path(&loaded, args.store.as_ref());
+    let image = match published_image(&loaded, &store_dir, &args.artifact) {
+        Ok(i) => i,
+        Err(e) => {
+            report_error(&e);
+            return ExitCode::Usage;
+        }
+    };
+    if loaded.template.verify.is_empty() {
+        report_error("the template has no `verify` checks to run");
+        return ExitCode::Usage;
+    }
+    ui::info(format!("testing {}", image.display()));
+    let steps: Vec<Box<dyn crate::runner::Step<BuildState>>> = vec![
+        Box::new(build::WorkDir),
+        Box::new(crate::builder::qemu::Preflight),
+        Box::new(build::verify_step::Verify { target: build::verify_step::Target::Published(image) }),
+    ];
+    let mut settings = BuildSettings::new(store_dir);
+    settings.junit = args.junit.clone();
+    let cancel = CancellationToken::new();
+    let signals = crate::signals::watch(cancel.clone());
+    let started = Instant::now();
+    let version = version_text(&loaded.template.version);
+    let mut state = BuildState::new(loaded, settings, version);
+    let outcome = Runner { cancel, on_error: OnError::Cleanup }.run(&steps, &mut state).await;
+    drop(state);
+    signals.abort();
+    finish(outcome, started)
+}
+
+/// The bootable image file of a published artifact (`NAME@X`, or `@X` for the template's name).
+fn published_image(loaded: &Loaded, store_dir: &Path, spec: &str) -> Result<std::path::PathBuf, String> {
+    let spec = if spec.starts_with('@') { format!("{}{spec}", loaded.template.name) } else { spec.to_string() };
+    let store = crate::store::LocalStore::open(store_dir).map_err(|e| chain(&e))?;
+    let (name, version) = store.resolve(&spec).map_err(|e| chain(&e))?;
+    let manifest = store.manifest(&name, &version).map_err(|e| chain(&e))?;
+    let files = manifest["artifacts"].as_array().cloned().unwrap_or_default();
+    files
+        .iter()
+        .filter_map(|a| a["file"].as_str())
+        .find(|f| ![".zst", ".xz", ".gz"].iter().any(|ext| f.ends_with(ext)))
+        .map(|f| store.version_dir(&name, &version).join(f))
+        .ok_or_else(|| format!("{name}@{version} has no image file QEMU can boot"))
 }
 
 /// Loads the template and settles the version: `auto` becomes the next free

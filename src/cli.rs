@@ -67,6 +67,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show the resolved template (secrets masked) and the steps a build runs
     Inspect(InspectArgs),
+    /// Run the template's verify checks against a published artifact (no rebuild)
+    Test(TestArgs),
     /// List the published versions of an image
     Versions(crate::store::cli::VersionsArgs),
     /// Print the manifest of NAME[@VERSION|@CHANNEL]
@@ -109,6 +111,23 @@ pub struct BuildArgs {
     pub junit: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Template whose `verify` block and machine settings are used
+    pub template: PathBuf,
+    /// The published artifact: NAME@VERSION, NAME@CHANNEL, or @CHANNEL / @VERSION for the template's name
+    #[arg(long, value_name = "NAME@VERSION|@CHANNEL")]
+    pub artifact: String,
+    #[command(flatten)]
+    pub vars: VarArgs,
+    /// Local artifact store (default: IMGBUILD_STORE, the template's `local` publish path, ./artifacts)
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Write the results as JUnit XML to this file
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OnErrorArg {
     Cleanup,
@@ -132,8 +151,8 @@ pub struct InspectArgs {
     pub vars: VarArgs,
 }
 
-const SUBCOMMANDS: [&str; 9] =
-    ["build", "validate", "inspect", "versions", "show", "promote", "verify-artifact", "prune", "help"];
+const SUBCOMMANDS: [&str; 10] =
+    ["build", "validate", "inspect", "test", "versions", "show", "promote", "verify-artifact", "prune", "help"];
 
 /// Parses arguments, turning `imgbuild [OPTIONS] FILE ...` into `imgbuild build FILE ...`.
 pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
