@@ -127,6 +127,7 @@ pub async fn export_all(
     let virtual_size = crate::builder::qemu::virtual_size(disk).await.unwrap_or(0);
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let algos = &digest_algos(algos);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, spec) in formats.iter().cloned().enumerate() {
         let (disk, out_dir, name, algos) =
@@ -188,9 +189,17 @@ async fn export_one(
     })
 }
 
+/// The digests to compute: the template's list, always with sha256 (the
+/// store's `SHA256SUMS` and `verify-artifact` rely on it).
+pub fn digest_algos(requested: &[DigestAlgo]) -> Vec<DigestAlgo> {
+    let mut algos = vec![DigestAlgo::Sha256];
+    algos.extend(requested.iter().copied().filter(|a| *a != DigestAlgo::Sha256));
+    algos
+}
+
 /// `SHA256SUMS`-style bodies (GNU format), one per algorithm.
 pub fn sums_files(artifacts: &[Artifact], algos: &[DigestAlgo]) -> Vec<(DigestAlgo, String)> {
-    algos
+    digest_algos(algos)
         .iter()
         .map(|algo| {
             let entries =

@@ -43,6 +43,7 @@ pub struct PromoteArgs {
     /// Image name
     pub name: String,
     /// Published version to point the channel at
+    #[arg(id = "target_version", value_name = "VERSION")]
     pub version: String,
     /// Channel name, e.g. `stable`
     pub channel: String,

@@ -140,34 +140,18 @@ impl Serialize for VersionSpec {
 impl std::str::FromStr for VersionSpec {
     type Err = String;
 
+    /// The store's rule, so every version a template accepts can be published.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "auto" {
             return Ok(VersionSpec::Auto);
         }
-        if is_semver(s) || is_date_version(s) {
-            Ok(VersionSpec::Exact(s.to_string()))
-        } else {
-            Err(format!(
+        match crate::store::validate_version(s) {
+            Ok(()) => Ok(VersionSpec::Exact(s.to_string())),
+            Err(_) => Err(format!(
                 "invalid version `{s}`: expected a semantic version like `1.4.0` (optionally `-rc.1`), a date version `YYYY.MM.DD.N`, or `auto`"
-            ))
+            )),
         }
     }
-}
-
-fn is_semver(s: &str) -> bool {
-    let core = s.split(['-', '+']).next().unwrap_or("");
-    let extra_ok = s[core.len()..].chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'));
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| is_number(p)) && extra_ok
-}
-
-fn is_date_version(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('.').collect();
-    parts.len() == 4 && parts[0].len() == 4 && parts.iter().all(|p| is_number(p))
-}
-
-fn is_number(p: &str) -> bool {
-    !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && (p == "0" || !p.starts_with('0'))
 }
 
 /// Image names become directory names and cloud tags.
