@@ -124,6 +124,7 @@ fn decode_template(
     let provisioners = top.or_default::<Vec<Provisioner>>(&mut cx, "provisioners");
     let verify = top.or_default::<Vec<Check>>(&mut cx, "verify");
     let export = top.opt::<Export>(&mut cx, "export");
+    let lint = top.or_default::<LintSettings>(&mut cx, "lint");
     top.finish(&mut cx);
     errors.append(&mut cx.errors);
     errors.sort_by_key(|d| d.span.start);
@@ -142,6 +143,7 @@ fn decode_template(
         provisioners,
         verify,
         export: export.unwrap_or_default(),
+        lint,
     };
     Ok((template, values))
 }

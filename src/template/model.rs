@@ -93,6 +93,35 @@ pub struct Template {
     pub provisioners: Vec<Provisioner>,
     pub verify: Vec<Check>,
     pub export: Export,
+    #[serde(skip_serializing_if = "LintSettings::is_empty")]
+    pub lint: LintSettings,
+}
+
+/// `"lint": { "ignore": ["IB006"] }`: rules silenced for this template.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LintSettings {
+    pub ignore: Vec<String>,
+}
+
+impl LintSettings {
+    pub fn is_empty(&self) -> bool {
+        self.ignore.is_empty()
+    }
+}
+
+impl Decode for LintSettings {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        let mut o = cx.object(node)?;
+        let ignore: Vec<String> = o.or_default(cx, "ignore");
+        o.finish(cx);
+        for id in &ignore {
+            let valid = id.len() == 5 && id.starts_with("IB") && id[2..].chars().all(|c| c.is_ascii_digit());
+            if !valid {
+                cx.in_field("ignore", |cx| cx.error(node.span, format!("invalid lint rule id `{id}` (expected e.g. `IB006`)")));
+            }
+        }
+        Some(LintSettings { ignore })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
