@@ -80,13 +80,8 @@ fn load_with_id(path: &Path, vars: &VarArgs, version: Option<String>, build_id: 
 fn report_template_error(e: &TemplateError) {
     match e {
         // Diagnostics are already complete; print them as they are.
-        TemplateError::Invalid(d) => {
-            if ui::is_json() {
-                report_error(&d.to_string());
-            } else {
-                ui::eprintln_raw(&d.to_string());
-            }
-        }
+        TemplateError::Invalid(d) if ui::is_json() => d.0.iter().for_each(|d| report_error(&d.to_string())),
+        TemplateError::Invalid(d) => ui::eprintln_raw(&d.to_string()),
         other => report_error(&chain(other)),
     }
 }
@@ -123,7 +118,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
     let mut doc = serde_json::json!({ "template": loaded.resolved_json(), "steps": steps });
     crate::redact::scrub_json(&mut doc);
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    println!("{}", crate::redact::scrub(&text));
+    ui::print_stdout(&text);
     ExitCode::Success
 }
 
@@ -156,8 +151,12 @@ async fn build(args: BuildArgs) -> ExitCode {
     let started = Instant::now();
     let mut settings = BuildSettings::new(store);
     settings.junit = args.junit.clone();
+    settings.keep_on_error = on_error == OnError::Abort;
     let mut state = BuildState::new(loaded.clone(), settings, version);
     let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
+    if !outcome.kept.is_empty() {
+        state.keep_resources();
+    }
     drop(state);
     signals.abort();
     finish(outcome, started)
@@ -203,7 +202,7 @@ async fn test(args: crate::cli::TestArgs) -> ExitCode {
 /// The bootable image file of a published artifact (`NAME@X`, or `@X` for the template's name).
 fn published_image(loaded: &Loaded, store_dir: &Path, spec: &str) -> Result<std::path::PathBuf, String> {
     let spec = if spec.starts_with('@') { format!("{}{spec}", loaded.template.name) } else { spec.to_string() };
-    let store = crate::store::LocalStore::open(store_dir).map_err(|e| chain(&e))?;
+    let store = crate::store::LocalStore::open_existing(store_dir).map_err(|e| chain(&e))?;
     let (name, version) = store.resolve(&spec).map_err(|e| chain(&e))?;
     let manifest = store.manifest(&name, &version).map_err(|e| chain(&e))?;
     let files = manifest["artifacts"].as_array().cloned().unwrap_or_default();
@@ -279,7 +278,7 @@ fn finish(outcome: Outcome, started: Instant) -> ExitCode {
     }
     let duration_ms = started.elapsed().as_millis() as u64;
     if status == Status::Success {
-        ui::info(format!("build finished in {}", ui::events::secs(duration_ms)));
+        ui::info(format!("finished in {}", ui::events::secs(duration_ms)));
     }
     ui::emit(Event::Result { status, exit_code: code.code(), duration_ms, error, steps: outcome.timings, left_behind });
     code

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -45,22 +47,45 @@ pub struct GroupChild {
     pub child: Child,
     pub program: String,
     pgid: Option<i32>,
+    /// Set by `--on-error abort`: leave the process running when dropped.
+    keep: Arc<AtomicBool>,
+}
+
+/// How a child relates to imgbuild's own lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Killed by the kernel if imgbuild dies, even by SIGKILL.
+    DiesWithParent,
+    /// May be kept after imgbuild exits (`--on-error abort`); still killed on drop unless kept.
+    Keepable,
 }
 
 impl GroupChild {
-    pub fn spawn(mut cmd: Command) -> Result<Self, ProcessError> {
+    pub fn spawn(cmd: Command) -> Result<Self, ProcessError> {
+        Self::spawn_with(cmd, Lifetime::DiesWithParent)
+    }
+
+    pub fn spawn_with(mut cmd: Command, lifetime: Lifetime) -> Result<Self, ProcessError> {
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
-        cmd.process_group(0).kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        // Our Drop kills the whole group; tokio's kill_on_drop would ignore `keep`.
+        cmd.process_group(0).kill_on_drop(false);
+        if lifetime == Lifetime::DiesWithParent {
+            // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().map_err(|source| ProcessError::Spawn { program: program.clone(), source })?;
         let pgid = child.id().map(|id| id as i32);
-        Ok(GroupChild { child, program, pgid })
+        Ok(GroupChild { child, program, pgid, keep: Arc::default() })
+    }
+
+    /// A flag that, once set, leaves the process running when this is dropped.
+    pub fn keep_flag(&self) -> Arc<AtomicBool> {
+        self.keep.clone()
     }
 
     pub fn id(&self) -> Option<u32> {
@@ -85,7 +110,9 @@ impl GroupChild {
 
 impl Drop for GroupChild {
     fn drop(&mut self) {
-        self.kill_group();
+        if !self.keep.load(Ordering::SeqCst) {
+            self.kill_group();
+        }
     }
 }
 

@@ -25,6 +25,8 @@ pub struct BuildSettings {
     pub store: PathBuf,
     /// `--junit`: where to write the verify results as JUnit XML.
     pub junit: Option<PathBuf>,
+    /// `--on-error abort`: the build VM may outlive imgbuild.
+    pub keep_on_error: bool,
 }
 
 impl BuildSettings {
@@ -34,6 +36,7 @@ impl BuildSettings {
             work_root: std::env::var_os("IMGBUILD_WORK_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir),
             store,
             junit: None,
+            keep_on_error: false,
         }
     }
 }
@@ -85,6 +88,13 @@ impl BuildState {
         field.as_ref().ok_or(MissingState { what })
     }
 
+    /// `--on-error abort`: leave the VM running when the state is dropped.
+    pub fn keep_resources(&self) {
+        if let Some(vm) = &self.machine.vm {
+            vm.keep_running();
+        }
+    }
+
     pub fn build_id(&self) -> &str {
         &self.loaded.build_id
     }
@@ -95,6 +105,8 @@ impl BuildState {
 pub enum PlanError {
     #[error("provisioner {index} (`{kind}`) needs a machine, but the `null` builder boots none; use `shell-local`")]
     NeedsMachine { index: usize, kind: &'static str },
+    #[error("`iso` sources (installer boots with boot_command) are not supported yet; use a `cloud-image` source")]
+    IsoUnsupported,
 }
 
 /// The ordered steps of a build.
@@ -120,6 +132,9 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
             steps.extend(provision_steps(loaded));
         }
         Builder::Qemu(_) => {
+            if matches!(template.source, Some(crate::template::Source::Iso { .. })) {
+                return Err(PlanError::IsoUnsupported);
+            }
             steps.push(Box::new(qemu::CreateDisk));
             steps.push(Box::new(qemu::CreateSeed));
             steps.push(Box::new(qemu::Launch));

@@ -122,27 +122,64 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
 }
 
 async fn provisioner_info(state: &BuildState) -> Vec<ProvisionerInfo> {
+    use crate::template::{Direction, ProvisionerKind};
     let mut out = Vec::new();
     for p in &state.loaded.template.provisioners {
-        let paths = match &p.kind {
-            crate::template::ProvisionerKind::Shell(s) => s.commands.files(),
-            crate::template::ProvisionerKind::ShellLocal(s) => s.commands.files(),
-            crate::template::ProvisionerKind::File(f) => f.source.iter().collect(),
+        let (paths, inline) = match &p.kind {
+            ProvisionerKind::Shell(s) => (s.commands.files(), inline_lines(&s.commands)),
+            ProvisionerKind::ShellLocal(s) => (s.commands.files(), inline_lines(&s.commands)),
+            // A download's source is a path in the guest: nothing on the host to hash.
+            ProvisionerKind::File(f) if f.direction == Direction::Download => (Vec::new(), None),
+            ProvisionerKind::File(f) => (f.source.iter().collect(), f.content.clone()),
         };
         let mut files = Vec::new();
         for path in paths {
-            if let Ok(bytes) = tokio::fs::read(&path.resolved).await {
-                files.push(FileInfo { path: path.written.clone(), sha256: sha256_hex(&bytes) });
+            if let Some(sha256) = hash_path(&path.resolved).await {
+                files.push(FileInfo { path: path.written.clone(), sha256 });
             }
         }
-        if let crate::template::ProvisionerKind::Shell(s) = &p.kind
-            && let Commands::Inline(lines) = &s.commands
-        {
-            files.push(FileInfo { path: "<inline>".into(), sha256: sha256_hex(lines.join("\n").as_bytes()) });
+        if let Some(text) = inline {
+            files.push(FileInfo { path: "<inline>".into(), sha256: sha256_hex(text.as_bytes()) });
         }
         out.push(ProvisionerInfo { kind: p.kind.type_name().to_string(), files });
     }
     out
+}
+
+fn inline_lines(commands: &Commands) -> Option<String> {
+    match commands {
+        Commands::Inline(lines) => Some(lines.join("\n")),
+        _ => None,
+    }
+}
+
+/// sha256 of a file, or of a directory tree (relative paths and contents, in order).
+async fn hash_path(path: &Path) -> Option<String> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = sha2::Sha256::new();
+        hash_into(&path, &path, &mut hasher).ok()?;
+        Some(hex::encode(hasher.finalize()))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+fn hash_into(root: &Path, path: &Path, hasher: &mut sha2::Sha256) -> std::io::Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        entries.sort();
+        for entry in entries {
+            hash_into(root, &entry, hasher)?;
+        }
+        return Ok(());
+    }
+    let relative = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
+    hasher.update(relative.as_bytes());
+    hasher.update([0]);
+    hasher.update(std::fs::read(path)?);
+    Ok(())
 }
 
 /// The commit of the template's repository and whether it has local changes.

@@ -48,7 +48,7 @@ pub fn build_env(state: &BuildState) -> Vec<(String, String)> {
         env.push(("IMGBUILD_BUILD_VERSION".to_string(), v.clone()));
     }
     if let Some(dir) = &state.work_dir {
-        env.push(("IMGBUILD_WORK_DIR".to_string(), dir.display().to_string()));
+        env.push(("IMGBUILD_BUILD_DIR".to_string(), dir.display().to_string()));
     }
     for (name, value) in &loaded.variable_values {
         env.push((format!("IMGBUILD_VAR_{name}"), value.clone()));

@@ -1,6 +1,6 @@
 //! `imgbuild versions|show|promote|verify-artifact|prune`: store commands.
 //!
-//! Data goes to stdout (`println!`); with `--output json` it is one JSON
+//! Data goes to stdout (`ui::print_stdout`); with `--output json` it is one JSON
 //! value. Errors go through [`crate::app::report_error`].
 
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ pub fn show(args: &ShowArgs) -> ExitCode {
             print_json(&manifest);
         } else {
             let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-            println!("{text}");
+            crate::ui::print_stdout(&text);
         }
         Ok(ExitCode::Success)
     })
@@ -115,7 +115,7 @@ pub fn promote(args: &PromoteArgs) -> ExitCode {
             }));
         } else {
             let was = previous.map(|p| format!(" (was {p})")).unwrap_or_default();
-            println!("{}: {} -> {}{was}", args.name, args.channel, args.version);
+            crate::ui::print_stdout(&format!("{}: {} -> {}{was}", args.name, args.channel, args.version));
         }
         Ok(ExitCode::Success)
     })
@@ -139,7 +139,7 @@ pub fn prune(args: &PruneArgs) -> ExitCode {
             print_json(&serde_json::json!({ "name": args.name, "removed": removed }));
         } else {
             for version in &removed {
-                println!("removed {}@{version}", args.name);
+                crate::ui::print_stdout(&format!("removed {}@{version}", args.name));
             }
         }
         Ok(ExitCode::Success)
@@ -186,7 +186,7 @@ fn print_report(report: &VerifyReport) {
     }
     if report.is_ok() {
         if !crate::ui::is_json() {
-            println!("ok");
+            crate::ui::print_stdout("ok");
         }
         return;
     }
@@ -197,7 +197,7 @@ fn print_report(report: &VerifyReport) {
 }
 
 fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    crate::ui::print_stdout(&value.to_string());
 }
 
 fn print_table(list: &[super::VersionInfo]) {
@@ -230,7 +230,7 @@ fn print_table(list: &[super::VersionInfo]) {
             w1 = widths[1],
             w2 = widths[2],
         );
-        println!("{}", line.trim_end());
+        crate::ui::print_stdout(line.trim_end());
     }
 }
 

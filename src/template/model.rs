@@ -43,7 +43,35 @@ impl Serialize for Secret {
 
 impl Decode for Secret {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
-        String::decode(node, cx).map(Secret::new)
+        let value = String::decode(node, cx)?;
+        // Shorter values cannot be masked without masking ordinary text too.
+        if !value.is_empty() && value.chars().count() < redact::MIN_LEN {
+            cx.error(
+                node.span,
+                format!("this secret is shorter than {} characters and could not be masked in logs", redact::MIN_LEN),
+            );
+            return None;
+        }
+        Some(Secret::new(value))
+    }
+}
+
+/// A regular expression, checked when the template is read (not when the check runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(pub String);
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl Decode for Pattern {
+    fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
+        parse_string(node, cx, |s| match regex::Regex::new(s) {
+            Ok(_) => Ok(Pattern(s.to_string())),
+            Err(e) => Err(format!("invalid regular expression: {e}")),
+        })
     }
 }
 
@@ -117,7 +145,9 @@ impl Decode for LintSettings {
         for id in &ignore {
             let valid = id.len() == 5 && id.starts_with("IB") && id[2..].chars().all(|c| c.is_ascii_digit());
             if !valid {
-                cx.in_field("ignore", |cx| cx.error(node.span, format!("invalid lint rule id `{id}` (expected e.g. `IB006`)")));
+                cx.in_field("ignore", |cx| {
+                    cx.error(node.span, format!("invalid lint rule id `{id}` (expected e.g. `IB006`)"))
+                });
             }
         }
         Some(LintSettings { ignore })
@@ -760,7 +790,12 @@ fn read_check_kind(kind: &str, o: &mut ObjectReader, cx: &mut Cx) -> Option<Chec
         "port" => CheckKind::Port {
             port: o.req(cx, "port")?,
             listening: o.or(cx, "listening", true),
-            protocol: o.or(cx, "protocol", "tcp".to_string()),
+            protocol: o
+                .node("protocol")
+                .map_or(Some("tcp"), |n| {
+                    cx.in_field("protocol", |cx| one_of(n, cx, &[("tcp", "tcp"), ("udp", "udp")]))
+                })?
+                .to_string(),
         },
         "file" => CheckKind::File {
             file: o.req(cx, "file")?,
@@ -768,14 +803,14 @@ fn read_check_kind(kind: &str, o: &mut ObjectReader, cx: &mut Cx) -> Option<Chec
             mode: o.opt(cx, "mode"),
             owner: o.opt(cx, "owner"),
             contains: o.opt(cx, "contains"),
-            matches: o.opt(cx, "matches"),
+            matches: o.opt::<Pattern>(cx, "matches").map(|p| p.0),
             sha256: o.opt(cx, "sha256"),
         },
         "package" => CheckKind::Package { package: o.req(cx, "package")?, installed: o.or(cx, "installed", true) },
         "command" => CheckKind::Command {
             command: o.req(cx, "command")?,
             exit_code: o.opt(cx, "exit_code"),
-            stdout_matches: o.opt(cx, "stdout_matches"),
+            stdout_matches: o.opt::<Pattern>(cx, "stdout_matches").map(|p| p.0),
             stderr_empty: o.opt(cx, "stderr_empty"),
         },
         "user" => CheckKind::User {
@@ -844,7 +879,26 @@ impl Decode for Export {
             verify_on: verify_on?,
         };
         o.finish(cx);
+        check_export(&e, node, cx);
         Some(e)
+    }
+}
+
+/// Each format becomes one file named after it, so a format may appear once;
+/// one local store per template.
+fn check_export(e: &Export, node: &Node, cx: &mut Cx) {
+    for (i, f) in e.formats.iter().enumerate() {
+        if e.formats[..i].iter().any(|g| g.format == f.format) {
+            cx.in_field("formats", |cx| {
+                cx.error(
+                    node.span,
+                    format!("format `{:?}` is listed twice; each format may appear once", f.format).to_lowercase(),
+                )
+            });
+        }
+    }
+    if e.publish.len() > 1 {
+        cx.in_field("publish", |cx| cx.error(node.span, "only one `local` publish target is supported"));
     }
 }
 

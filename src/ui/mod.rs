@@ -137,6 +137,13 @@ pub fn eprintln_raw(line: &str) {
     });
 }
 
+/// Writes data to stdout, masked; a closed pipe (`imgbuild inspect | head`) is not an error.
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", redact::scrub(text));
+    let _ = out.flush();
+}
+
 pub fn info(message: impl Into<String>) {
     emit(Event::Log { level: Level::Info, source: None, message: message.into() });
 }

@@ -172,6 +172,11 @@ impl Step<BuildState> for CreateSeed {
     }
 }
 
+/// The seed is for cloud images (cloud-init reads it) unless the template turns it off.
+fn wants_seed(state: &BuildState, q: &QemuBuilder) -> bool {
+    q.cloud_init.enabled && matches!(state.loaded.template.source, Some(Source::CloudImage { .. }))
+}
+
 /// Writes a NoCloud seed; `purpose` makes the instance-id unique per boot kind.
 pub fn write_seed(
     state: &BuildState,
@@ -220,6 +225,7 @@ impl Step<BuildState> for Launch {
             guest_ssh_port: q.ssh.port,
             dir: BuildState::require(&state.work_dir, "the work directory")?.clone(),
             tag: "build".into(),
+            keepable: state.settings.keep_on_error,
         };
         state.machine.launched_at = Some(std::time::Instant::now());
         let vm = Arc::new(Vm::launch(&cfg).await.map_err(QemuError::from)?);
@@ -324,7 +330,13 @@ pub async fn boot_fresh(
     run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
     let key = Arc::new(KeyPair::generate()?);
     let seed_path = work.join(format!("{tag}-seed.img"));
-    write_seed(state, q, &key, &seed_path, tag)?;
+    let seed = match wants_seed(state, q) {
+        true => {
+            write_seed(state, q, &key, &seed_path, tag)?;
+            Some(seed_path)
+        }
+        false => None,
+    };
     let cfg = VmConfig {
         qemu_binary: q.qemu_binary.clone(),
         accel,
@@ -333,13 +345,14 @@ pub async fn boot_fresh(
         memory_mib: q.memory.mib(),
         disk,
         disk_interface: q.disk_interface,
-        seed: Some(seed_path),
+        seed,
         cdrom: None,
         firmware: q.firmware,
         extra_args: q.qemu_args.clone(),
         guest_ssh_port: q.ssh.port,
         dir: work.clone(),
         tag: tag.to_string(),
+        keepable: false,
     };
     let started = std::time::Instant::now();
     let vm = Arc::new(Vm::launch(&cfg).await?);

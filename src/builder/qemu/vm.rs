@@ -10,7 +10,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::accel::Accel;
-use crate::process::GroupChild;
+use crate::process::{GroupChild, Lifetime};
 use crate::template::{DiskInterface, Firmware};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,8 @@ pub struct VmConfig {
     pub dir: PathBuf,
     /// Name used in file names inside `dir` (several VMs may share it).
     pub tag: String,
+    /// With `--on-error abort` the VM must be able to outlive imgbuild.
+    pub keepable: bool,
 }
 
 pub struct Vm {
@@ -54,6 +56,7 @@ pub struct Vm {
     pub console_path: PathBuf,
     pub pid: Option<u32>,
     pgid: Option<i32>,
+    keep: std::sync::Arc<std::sync::atomic::AtomicBool>,
     exit: watch::Receiver<Option<String>>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -86,11 +89,14 @@ impl Vm {
         let stderr_file = std::fs::File::create(&stderr_path).map_err(VmError::Port)?;
         let mut cmd = Command::new(&cfg.qemu_binary);
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr_file);
-        let child = GroupChild::spawn(cmd)?;
+        let lifetime = if cfg.keepable { Lifetime::Keepable } else { Lifetime::DiesWithParent };
+        let child = GroupChild::spawn_with(cmd, lifetime)?;
+        let keep = child.keep_flag();
         let pid = child.id();
         let (tx, exit) = watch::channel(None);
         let task = tokio::spawn(watch_exit(child, tx));
-        let vm = Vm { ssh_port: port, qmp_path, console_path, pid, pgid: pid.map(|p| p as i32), exit, _task: task };
+        let vm =
+            Vm { ssh_port: port, qmp_path, console_path, pid, pgid: pid.map(|p| p as i32), keep, exit, _task: task };
         vm.wait_started(&stderr_path).await?;
         Ok(vm)
     }
@@ -148,6 +154,11 @@ impl Vm {
         }
     }
 
+    /// Leaves QEMU running after imgbuild exits (`--on-error abort`).
+    pub fn keep_running(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// The last `lines` lines of the serial console.
     pub fn console_tail(&self, lines: usize) -> String {
         console_tail(&self.console_path, lines)
@@ -156,7 +167,9 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        self.kill();
+        if !self.keep.load(std::sync::atomic::Ordering::SeqCst) {
+            self.kill();
+        }
     }
 }
 
