@@ -9,6 +9,8 @@ pub mod cli;
 pub mod communicator;
 pub mod error;
 pub mod export;
+pub mod fmt;
+pub mod lint;
 pub mod process;
 pub mod provision;
 pub mod redact;

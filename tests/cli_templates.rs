@@ -27,110 +27,32 @@ const BASE: &str = r#"{
 fn malformed() -> Vec<(&'static str, String, &'static str, &'static str)> {
     let r = |from: &str, to: &str| BASE.replacen(from, to, 1);
     vec![
-        (
-            "bad json",
-            r(r#""version": "1.0.0","#, r#""version": "1.0.0""#),
-            "",
-            "\"variables\"",
-        ),
-        (
-            "unknown top-level field",
-            r(r#""name": "t","#, r#""name": "t", "nmae": 1,"#),
-            "nmae",
-            "\"nmae\"",
-        ),
-        (
-            "unknown builder field",
-            r(r#""memory": "512M","#, r#""memroy": "512M","#),
-            "builder.memroy",
-            "\"memroy\"",
-        ),
-        (
-            "unknown ssh field",
-            r(r#""username":"#, r#""usernme":"#),
-            "builder.ssh.usernme",
-            "\"usernme\"",
-        ),
-        (
-            "wrong type",
-            r(
-                r#""memory": "512M","#,
-                r#""memory": "512M", "cpus": "two","#,
-            ),
-            "builder.cpus",
-            "\"two\"",
-        ),
-        (
-            "missing required field",
-            r(r#""url": "base.qcow2", "#, ""),
-            "source.url",
-            "{ \"type\": \"cloud-image\"",
-        ),
-        (
-            "bad duration",
-            r(r#""timeout": "5m""#, r#""timeout": "5 minutes""#),
-            "builder.ssh.timeout",
-            "\"5 minutes\"",
-        ),
-        (
-            "bad size",
-            r(r#""memory": "512M""#, r#""memory": "512""#),
-            "builder.memory",
-            "\"512\"",
-        ),
-        (
-            "bad checksum",
-            r("sha256:0000", "sha256:zz00"),
-            "source.checksum",
-            "\"sha256:zz",
-        ),
-        (
-            "undefined variable",
-            r("var.user", "var.usr"),
-            "builder.ssh.username",
-            "\"{{ var.usr }}\"",
-        ),
+        ("bad json", r(r#""version": "1.0.0","#, r#""version": "1.0.0""#), "", "\"variables\""),
+        ("unknown top-level field", r(r#""name": "t","#, r#""name": "t", "nmae": 1,"#), "nmae", "\"nmae\""),
+        ("unknown builder field", r(r#""memory": "512M","#, r#""memroy": "512M","#), "builder.memroy", "\"memroy\""),
+        ("unknown ssh field", r(r#""username":"#, r#""usernme":"#), "builder.ssh.usernme", "\"usernme\""),
+        ("wrong type", r(r#""memory": "512M","#, r#""memory": "512M", "cpus": "two","#), "builder.cpus", "\"two\""),
+        ("missing required field", r(r#""url": "base.qcow2", "#, ""), "source.url", "{ \"type\": \"cloud-image\""),
+        ("bad duration", r(r#""timeout": "5m""#, r#""timeout": "5 minutes""#), "builder.ssh.timeout", "\"5 minutes\""),
+        ("bad size", r(r#""memory": "512M""#, r#""memory": "512""#), "builder.memory", "\"512\""),
+        ("bad checksum", r("sha256:0000", "sha256:zz00"), "source.checksum", "\"sha256:zz"),
+        ("undefined variable", r("var.user", "var.usr"), "builder.ssh.username", "\"{{ var.usr }}\""),
         (
             "required variable unset",
-            r(
-                r#""user": { "default": "root" }"#,
-                r#""user": { "required": true }"#,
-            ),
+            r(r#""user": { "default": "root" }"#, r#""user": { "required": true }"#),
             "variables.user",
             "{ \"required\": true }",
         ),
-        (
-            "empty provisioner",
-            r(r#"{ "type": "shell", "inline": ["true"] }"#, "{}"),
-            "provisioners[0]",
-            "{}",
-        ),
-        (
-            "unknown provisioner type",
-            r(r#""type": "shell""#, r#""type": "shel""#),
-            "provisioners[0].type",
-            "\"shel\"",
-        ),
-        (
-            "shell without commands",
-            r(r#", "inline": ["true"]"#, ""),
-            "provisioners[0]",
-            "{ \"type\": \"shell\" }",
-        ),
-        (
-            "unknown builder type",
-            r(r#""type": "qemu""#, r#""type": "qmeu""#),
-            "builder.type",
-            "\"qmeu\"",
-        ),
+        ("empty provisioner", r(r#"{ "type": "shell", "inline": ["true"] }"#, "{}"), "provisioners[0]", "{}"),
+        ("unknown provisioner type", r(r#""type": "shell""#, r#""type": "shel""#), "provisioners[0].type", "\"shel\""),
+        ("shell without commands", r(r#", "inline": ["true"]"#, ""), "provisioners[0]", "{ \"type\": \"shell\" }"),
+        ("unknown builder type", r(r#""type": "qemu""#, r#""type": "qmeu""#), "builder.type", "\"qmeu\""),
     ]
 }
 
 /// `line:column` (1-based, in characters) of the first occurrence of `needle`.
 fn position_of(text: &str, needle: &str) -> String {
-    let offset = text
-        .find(needle)
-        .unwrap_or_else(|| panic!("{needle} not in template"));
+    let offset = text.find(needle).unwrap_or_else(|| panic!("{needle} not in template"));
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
@@ -149,23 +71,11 @@ fn malformed_templates_exit_2_with_path_and_position() {
             c
         });
         assert_eq!(out.code, 2, "{case}: exit code; stderr:\n{}", out.stderr);
-        assert!(
-            out.stderr.contains(&format!("t.json:{position}")),
-            "{case}: position {position} in:\n{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(&format!("t.json:{position}")), "{case}: position {position} in:\n{}", out.stderr);
         if !path.is_empty() {
-            assert!(
-                out.stderr.contains(&format!("(at {path})")),
-                "{case}: path {path} in:\n{}",
-                out.stderr
-            );
+            assert!(out.stderr.contains(&format!("(at {path})")), "{case}: path {path} in:\n{}", out.stderr);
         }
-        assert!(
-            !out.stderr.contains("panicked"),
-            "{case}: panic:\n{}",
-            out.stderr
-        );
+        assert!(!out.stderr.contains("panicked"), "{case}: panic:\n{}", out.stderr);
         assert!(!out.stderr.contains("RUST_BACKTRACE"), "{case}");
     }
 }
@@ -173,9 +83,8 @@ fn malformed_templates_exit_2_with_path_and_position() {
 #[test]
 fn all_errors_are_reported_at_once_with_suggestions() {
     let dir = tempfile::tempdir().unwrap();
-    let text = BASE
-        .replacen(r#""username":"#, r#""usernme":"#, 1)
-        .replacen(r#""memory": "512M""#, r#""memory": "1X""#, 1);
+    let text =
+        BASE.replacen(r#""username":"#, r#""usernme":"#, 1).replacen(r#""memory": "512M""#, r#""memory": "1X""#, 1);
     let file = write(dir.path(), "t.json", &text);
     let out = run({
         let mut c = imgbuild(dir.path());
@@ -183,11 +92,7 @@ fn all_errors_are_reported_at_once_with_suggestions() {
         c
     });
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("did you mean `username`?"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("did you mean `username`?"), "{}", out.stderr);
     assert!(out.stderr.contains("invalid size `1X`"), "{}", out.stderr);
     assert!(out.stderr.contains("2 errors"), "{}", out.stderr);
 }
@@ -215,9 +120,7 @@ fn examples_validate() {
         }
         let mut c = imgbuild(dir.path());
         // Examples that boot the test fixture name its directory in a variable.
-        c.arg("validate")
-            .arg(&path)
-            .env("IMGBUILD_VAR_fixture_dir", "/nonexistent");
+        c.arg("validate").arg(&path).env("IMGBUILD_VAR_fixture_dir", "/nonexistent");
         let out = run(c);
         assert_eq!(out.code, 0, "{}: {}", path.display(), out.stderr);
         checked += 1;
@@ -235,11 +138,7 @@ fn unknown_var_on_command_line_is_a_usage_error() {
         c
     });
     assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("did you mean `user`?"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("did you mean `user`?"), "{}", out.stderr);
 }
 
 #[test]
@@ -276,10 +175,7 @@ fn variable_precedence_is_default_env_file_cli() {
         let out = run(c);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-        v["template"]["builder"]["ssh"]["username"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        v["template"]["builder"]["ssh"]["username"].as_str().unwrap().to_string()
     };
     assert_eq!(inspect(false, false, false), "root");
     assert_eq!(inspect(true, false, false), "from-env");

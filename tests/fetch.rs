@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imgbuild::source::{
-    Checksum, Digest, DigestAlgo, FetchError, Fetched, Fetcher, ProgressEvent, ProgressFn,
-    RetryPolicy,
+    Checksum, Digest, DigestAlgo, FetchError, Fetched, Fetcher, ProgressEvent, ProgressFn, RetryPolicy,
 };
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
@@ -56,10 +55,7 @@ mod server {
 
     impl Route {
         pub fn new(body: impl Into<Bytes>) -> Self {
-            Route {
-                body: body.into(),
-                ..Route::default()
-            }
+            Route { body: body.into(), ..Route::default() }
         }
     }
 
@@ -86,12 +82,7 @@ mod server {
             let state = Arc::new(State::default());
             let stop = CancellationToken::new();
             let task = tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
-            TestServer {
-                addr,
-                state,
-                stop,
-                task,
-            }
+            TestServer { addr, state, stop, task }
         }
 
         pub fn add(&self, path: &str, route: Route) {
@@ -145,8 +136,7 @@ mod server {
                 async move { Ok::<_, Infallible>(handle(&state, req)) }
             });
             conns.spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let _ = conn.await;
             });
         }
@@ -155,11 +145,7 @@ mod server {
 
     fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         state.requests.fetch_add(1, Ordering::SeqCst);
-        let range = req
-            .headers()
-            .get(RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let range = req.headers().get(RANGE).and_then(|v| v.to_str().ok()).map(String::from);
         state.ranges.lock().unwrap().push(range.clone());
         let (route, nth) = {
             let mut routes = state.routes.lock().unwrap();
@@ -172,11 +158,7 @@ mod server {
         if nth <= route.fail_first {
             return empty(StatusCode::SERVICE_UNAVAILABLE);
         }
-        let start = if route.no_ranges {
-            None
-        } else {
-            range.as_deref().and_then(parse_range)
-        };
+        let start = if route.no_ranges { None } else { range.as_deref().and_then(parse_range) };
         let len = route.body.len();
         match start {
             Some(s) if s >= len => empty(StatusCode::RANGE_NOT_SATISFIABLE),
@@ -196,9 +178,7 @@ mod server {
     }
 
     fn empty(status: StatusCode) -> Response<Body> {
-        let body = Full::new(Bytes::new())
-            .map_err(|never| match never {})
-            .boxed_unsync();
+        let body = Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync();
         let mut resp = Response::new(body);
         *resp.status_mut() = status;
         resp
@@ -207,8 +187,7 @@ mod server {
     fn with_range(mut resp: Response<Body>, start: usize, len: usize) -> Response<Body> {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
         let value = format!("bytes {start}-{}/{len}", len - 1);
-        resp.headers_mut()
-            .insert(CONTENT_RANGE, value.parse().unwrap());
+        resp.headers_mut().insert(CONTENT_RANGE, value.parse().unwrap());
         resp
     }
 
@@ -221,10 +200,7 @@ mod server {
             (true, None, Some(n)) => (n.min(total), Tail::Hang),
             _ => (total, Tail::End),
         };
-        let chunks: Vec<Bytes> = (0..limit)
-            .step_by(CHUNK)
-            .map(|i| data.slice(i..(i + CHUNK).min(limit)))
-            .collect();
+        let chunks: Vec<Bytes> = (0..limit).step_by(CHUNK).map(|i| data.slice(i..(i + CHUNK).min(limit))).collect();
         let sent = state.bytes_sent.clone();
         let delay = route.chunk_delay;
         let head = futures::stream::iter(chunks).then(move |c| {
@@ -250,9 +226,7 @@ mod server {
     }
 
     impl Tail {
-        fn stream(
-            self,
-        ) -> futures::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>> {
+        fn stream(self) -> futures::stream::BoxStream<'static, Result<Frame<Bytes>, std::io::Error>> {
             match self {
                 Tail::End => futures::stream::empty().boxed(),
                 Tail::Cut => {
@@ -319,17 +293,11 @@ fn advanced(events: &[ProgressEvent]) -> (usize, u64) {
 }
 
 fn fast_retries() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 5,
-        first_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-    }
+    RetryPolicy { max_attempts: 5, first_delay: Duration::from_millis(10), max_delay: Duration::from_millis(50) }
 }
 
 fn fetcher(cache: &Path, events: &Events) -> Fetcher {
-    Fetcher::new(cache.to_path_buf(), events.sink())
-        .unwrap()
-        .with_retry_policy(fast_retries())
+    Fetcher::new(cache.to_path_buf(), events.sink()).unwrap().with_retry_policy(fast_retries())
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -353,8 +321,7 @@ fn digest_checksum(d: &Digest) -> Checksum {
 }
 
 async fn fetch(f: &Fetcher, url: &str, checksum: &Checksum) -> Result<Fetched, FetchError> {
-    f.fetch(url, checksum, Path::new("/"), &CancellationToken::new())
-        .await
+    f.fetch(url, checksum, Path::new("/"), &CancellationToken::new()).await
 }
 
 // ----------------------------------------------------------------------------
@@ -370,9 +337,7 @@ async fn good_sha256_downloads_into_read_only_blob() {
     let f = fetcher(cache.path(), &events);
     let want = sha256(&body);
 
-    let got = fetch(&f, &server.url("/img/disk.iso"), &digest_checksum(&want))
-        .await
-        .unwrap();
+    let got = fetch(&f, &server.url("/img/disk.iso"), &digest_checksum(&want)).await.unwrap();
 
     assert_eq!(got.digest, want);
     assert!(!got.cache_hit);
@@ -395,10 +360,7 @@ async fn good_sha256_downloads_into_read_only_blob() {
     ));
     let (count, sum) = advanced(&events);
     assert_eq!(sum, body.len() as u64);
-    assert!(
-        count < 20,
-        "progress not throttled: {count} Advanced events"
-    );
+    assert!(count < 20, "progress not throttled: {count} Advanced events");
     assert_eq!(events.last(), Some(&ProgressEvent::Finished));
     server.stop().await;
 }
@@ -412,9 +374,7 @@ async fn good_sha512_downloads() {
     let f = fetcher(cache.path(), &Events::default());
     let want = sha512(&body);
 
-    let got = fetch(&f, &server.url("/a.img"), &digest_checksum(&want))
-        .await
-        .unwrap();
+    let got = fetch(&f, &server.url("/a.img"), &digest_checksum(&want)).await.unwrap();
 
     assert_eq!(got.digest, want);
     assert_eq!(got.path, cache.path().join("blobs/sha512").join(&want.hex));
@@ -436,13 +396,7 @@ async fn mismatch_names_both_digests_and_leaves_nothing() {
 
     assert!(matches!(err, FetchError::Mismatch { .. }), "{err:?}");
     let msg = err.to_string();
-    assert_eq!(
-        msg,
-        format!(
-            "checksum mismatch for {url}: expected {wrong}, got {}",
-            sha256(&body)
-        )
-    );
+    assert_eq!(msg, format!("checksum mismatch for {url}: expected {wrong}, got {}", sha256(&body)));
     assert!(files_in(&cache.path().join("blobs")).is_empty());
     assert!(files_in(&cache.path().join("partial")).is_empty());
     server.stop().await;
@@ -456,18 +410,11 @@ async fn checksum_none_downloads_and_keys_by_sha256() {
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
 
-    let first = fetch(&f, &server.url("/x.raw"), &Checksum::None)
-        .await
-        .unwrap();
-    let second = fetch(&f, &server.url("/x.raw"), &Checksum::None)
-        .await
-        .unwrap();
+    let first = fetch(&f, &server.url("/x.raw"), &Checksum::None).await.unwrap();
+    let second = fetch(&f, &server.url("/x.raw"), &Checksum::None).await.unwrap();
 
     assert_eq!(first.digest, sha256(&body));
-    assert_eq!(
-        first.path,
-        cache.path().join("blobs/sha256").join(&first.digest.hex)
-    );
+    assert_eq!(first.path, cache.path().join("blobs/sha256").join(&first.digest.hex));
     assert_eq!(second.path, first.path);
     assert_eq!(server.full_gets(), 2, "`none` downloads every time");
     assert!(files_in(&cache.path().join("partial")).is_empty());
@@ -483,23 +430,14 @@ async fn gnu_checksum_list_over_http() {
     let body = data(70_000, 5);
     let want = sha256(&body);
     server.add("/rel/my%20image.iso", Route::new(body.clone()));
-    let list = format!(
-        "{}  other.iso\n{} *./my image.iso\n",
-        sha256(b"x").hex,
-        want.hex.to_uppercase()
-    );
+    let list = format!("{}  other.iso\n{} *./my image.iso\n", sha256(b"x").hex, want.hex.to_uppercase());
     server.add("/rel/SHA256SUMS", Route::new(list));
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
-    let checksum: Checksum = format!("file:{}", server.url("/rel/SHA256SUMS"))
-        .parse()
-        .unwrap();
+    let checksum: Checksum = format!("file:{}", server.url("/rel/SHA256SUMS")).parse().unwrap();
     let url = server.url("/rel/my%20image.iso");
 
-    let resolved = f
-        .resolve_checksum(&url, &checksum, Path::new("/"))
-        .await
-        .unwrap();
+    let resolved = f.resolve_checksum(&url, &checksum, Path::new("/")).await.unwrap();
     let got = fetch(&f, &url, &checksum).await.unwrap();
 
     assert_eq!(resolved, Some(want.clone()));
@@ -513,19 +451,13 @@ async fn bsd_checksum_list_over_http() {
     let body = data(70_000, 6);
     let want = sha512(&body);
     server.add("/disk.qcow2", Route::new(body.clone()));
-    let list = format!(
-        "SHA512 (other.qcow2) = {}\nSHA512 (disk.qcow2) = {}\n",
-        sha512(b"x").hex,
-        want.hex
-    );
+    let list = format!("SHA512 (other.qcow2) = {}\nSHA512 (disk.qcow2) = {}\n", sha512(b"x").hex, want.hex);
     server.add("/CHECKSUM", Route::new(list));
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
     let checksum = Checksum::File(server.url("/CHECKSUM"));
 
-    let got = fetch(&f, &server.url("/disk.qcow2"), &checksum)
-        .await
-        .unwrap();
+    let got = fetch(&f, &server.url("/disk.qcow2"), &checksum).await.unwrap();
 
     assert_eq!(got.digest, want);
     assert_eq!(got.path, cache.path().join("blobs/sha512").join(&want.hex));
@@ -536,26 +468,15 @@ async fn bsd_checksum_list_over_http() {
 async fn checksum_list_without_the_file_is_an_error() {
     let server = TestServer::start().await;
     server.add("/disk.iso", Route::new(data(1000, 7)));
-    let names: String = (1..=7)
-        .map(|i| format!("{}  f{i}.iso\n", sha256(&[i]).hex))
-        .collect();
+    let names: String = (1..=7).map(|i| format!("{}  f{i}.iso\n", sha256(&[i]).hex)).collect();
     server.add("/SHA256SUMS", Route::new(names));
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
     let list_url = server.url("/SHA256SUMS");
 
-    let err = fetch(
-        &f,
-        &server.url("/disk.iso"),
-        &Checksum::File(list_url.clone()),
-    )
-    .await
-    .unwrap_err();
+    let err = fetch(&f, &server.url("/disk.iso"), &Checksum::File(list_url.clone())).await.unwrap_err();
 
-    assert!(
-        matches!(err, FetchError::ChecksumNotListed { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, FetchError::ChecksumNotListed { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         format!(
@@ -573,24 +494,12 @@ async fn local_checksum_list_relative_to_template_dir() {
     let body = data(10_000, 8);
     server.add("/a.iso", Route::new(body.clone()));
     let tmpl = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmpl.path().join("SUMS"),
-        format!("{}  a.iso\n", sha256(&body).hex),
-    )
-    .unwrap();
+    std::fs::write(tmpl.path().join("SUMS"), format!("{}  a.iso\n", sha256(&body).hex)).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
     let checksum: Checksum = "file:SUMS".parse().unwrap();
 
-    let got = f
-        .fetch(
-            &server.url("/a.iso"),
-            &checksum,
-            tmpl.path(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let got = f.fetch(&server.url("/a.iso"), &checksum, tmpl.path(), &CancellationToken::new()).await.unwrap();
 
     assert_eq!(got.digest, sha256(&body));
     server.stop().await;
@@ -607,9 +516,7 @@ async fn cache_hit_needs_no_network() {
     server.add("/a.iso", Route::new(body.clone()));
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
-    let first = fetch(&f, &server.url("/a.iso"), &digest_checksum(&want))
-        .await
-        .unwrap();
+    let first = fetch(&f, &server.url("/a.iso"), &digest_checksum(&want)).await.unwrap();
     server.stop().await;
     let other = TestServer::start().await;
     let stopped_too = TestServer::start().await;
@@ -617,12 +524,8 @@ async fn cache_hit_needs_no_network() {
     stopped_too.stop().await;
 
     let f2 = fetcher(cache.path(), &Events::default());
-    let via_other = fetch(&f2, &other.url("/b.iso"), &digest_checksum(&want))
-        .await
-        .unwrap();
-    let via_dead = fetch(&f2, &dead_url, &digest_checksum(&want))
-        .await
-        .unwrap();
+    let via_other = fetch(&f2, &other.url("/b.iso"), &digest_checksum(&want)).await.unwrap();
+    let via_dead = fetch(&f2, &dead_url, &digest_checksum(&want)).await.unwrap();
 
     assert!(!first.cache_hit);
     for hit in [&via_other, &via_dead] {
@@ -640,19 +543,14 @@ async fn interrupted_download_resumes_with_range() {
     let server = TestServer::start().await;
     let body = data(2 * 1024 * 1024 + 999, 10);
     let cut = 1024 * 1024 + 12_345;
-    let route = Route {
-        cut_first_after: Some(cut),
-        ..Route::new(body.clone())
-    };
+    let route = Route { cut_first_after: Some(cut), ..Route::new(body.clone()) };
     server.add("/big.iso", route);
     let cache = tempfile::tempdir().unwrap();
     let events = Events::default();
     let f = fetcher(cache.path(), &events);
     let want = sha256(&body);
 
-    let got = fetch(&f, &server.url("/big.iso"), &digest_checksum(&want))
-        .await
-        .unwrap();
+    let got = fetch(&f, &server.url("/big.iso"), &digest_checksum(&want)).await.unwrap();
 
     assert_eq!(got.digest, want);
     assert_eq!(std::fs::read(&got.path).unwrap(), body);
@@ -660,9 +558,8 @@ async fn interrupted_download_resumes_with_range() {
     assert_eq!(server.bytes_sent(), body.len() as u64, "nothing sent twice");
     assert_eq!(got.bytes_downloaded, body.len() as u64);
     let events = events.take();
-    let restarted = events.iter().any(
-        |e| matches!(e, ProgressEvent::Started { resumed_from, .. } if *resumed_from == cut as u64),
-    );
+    let restarted =
+        events.iter().any(|e| matches!(e, ProgressEvent::Started { resumed_from, .. } if *resumed_from == cut as u64));
     assert!(restarted, "{events:?}");
     server.stop().await;
 }
@@ -671,19 +568,13 @@ async fn interrupted_download_resumes_with_range() {
 async fn server_without_range_support_restarts_from_zero() {
     let server = TestServer::start().await;
     let body = data(500_000, 11);
-    let route = Route {
-        cut_first_after: Some(100_000),
-        no_ranges: true,
-        ..Route::new(body.clone())
-    };
+    let route = Route { cut_first_after: Some(100_000), no_ranges: true, ..Route::new(body.clone()) };
     server.add("/a.iso", route);
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
     let want = sha256(&body);
 
-    let got = fetch(&f, &server.url("/a.iso"), &digest_checksum(&want))
-        .await
-        .unwrap();
+    let got = fetch(&f, &server.url("/a.iso"), &digest_checksum(&want)).await.unwrap();
 
     assert_eq!(got.digest, want);
     assert_eq!(server.full_gets(), 2);
@@ -695,10 +586,7 @@ async fn server_without_range_support_restarts_from_zero() {
 async fn concurrent_fetches_download_once() {
     let server = TestServer::start().await;
     let body = data(1024 * 1024, 12);
-    let route = Route {
-        chunk_delay: Some(Duration::from_millis(10)),
-        ..Route::new(body.clone())
-    };
+    let route = Route { chunk_delay: Some(Duration::from_millis(10)), ..Route::new(body.clone()) };
     server.add("/a.iso", route);
     let cache = tempfile::tempdir().unwrap();
     let want = sha256(&body);
@@ -712,21 +600,17 @@ async fn concurrent_fetches_download_once() {
         let (url, checksum) = (url.clone(), digest_checksum(&want));
         tasks.spawn(async move { fetch(&f, &url, &checksum).await });
     }
-    let results: Vec<Fetched> = tasks
-        .join_all()
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let results: Vec<Fetched> = tasks.join_all().await.into_iter().map(Result::unwrap).collect();
 
     assert_eq!(server.requests(), 1);
     assert_eq!(server.full_gets(), 1);
     assert_eq!(results.iter().filter(|r| !r.cache_hit).count(), 1);
     assert!(results.iter().all(|r| r.digest == want));
     assert_eq!(std::fs::read(&results[0].path).unwrap(), body);
-    let waited = events.take().into_iter().any(
-        |e| matches!(e, ProgressEvent::Message(m) if m.starts_with("waiting for another download")),
-    );
+    let waited = events
+        .take()
+        .into_iter()
+        .any(|e| matches!(e, ProgressEvent::Message(m) if m.starts_with("waiting for another download")));
     assert!(waited, "the other fetches should have waited on the lock");
     server.stop().await;
 }
@@ -742,14 +626,8 @@ async fn connection_refused_is_retried_then_given_up() {
 
     let err = fetch(&f, &url, &Checksum::None).await.unwrap_err();
 
-    assert!(
-        matches!(err, FetchError::GaveUp { attempts: 5, .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        format!("could not download {url}: gave up after 5 attempts")
-    );
+    assert!(matches!(err, FetchError::GaveUp { attempts: 5, .. }), "{err:?}");
+    assert_eq!(err.to_string(), format!("could not download {url}: gave up after 5 attempts"));
     let retries = events
         .take()
         .into_iter()
@@ -766,18 +644,13 @@ async fn not_found_is_permanent() {
     let f = fetcher(cache.path(), &Events::default());
     let url = server.url("/missing.iso");
 
-    let err = fetch(&f, &url, &digest_checksum(&sha256(b"x")))
-        .await
-        .unwrap_err();
+    let err = fetch(&f, &url, &digest_checksum(&sha256(b"x"))).await.unwrap_err();
 
     match &err {
         FetchError::HttpStatus { status, .. } => assert_eq!(status.as_u16(), 404),
         other => panic!("expected HttpStatus, got {other:?}"),
     }
-    assert_eq!(
-        err.to_string(),
-        format!("{url} answered HTTP 404 Not Found")
-    );
+    assert_eq!(err.to_string(), format!("{url} answered HTTP 404 Not Found"));
     assert_eq!(server.requests(), 1, "no retries");
     assert!(files_in(&cache.path().join("partial")).is_empty());
     server.stop().await;
@@ -787,39 +660,20 @@ async fn not_found_is_permanent() {
 async fn server_errors_are_retried_then_given_up() {
     let server = TestServer::start().await;
     let body = data(10_000, 13);
-    let flaky = Route {
-        fail_first: 2,
-        ..Route::new(body.clone())
-    };
+    let flaky = Route { fail_first: 2, ..Route::new(body.clone()) };
     server.add("/flaky.iso", flaky);
-    let broken = Route {
-        fail_first: usize::MAX,
-        ..Route::new(body.clone())
-    };
+    let broken = Route { fail_first: usize::MAX, ..Route::new(body.clone()) };
     server.add("/broken.iso", broken);
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
 
-    let ok = fetch(
-        &f,
-        &server.url("/flaky.iso"),
-        &digest_checksum(&sha256(&body)),
-    )
-    .await;
-    let err = fetch(&f, &server.url("/broken.iso"), &Checksum::None)
-        .await
-        .unwrap_err();
+    let ok = fetch(&f, &server.url("/flaky.iso"), &digest_checksum(&sha256(&body))).await;
+    let err = fetch(&f, &server.url("/broken.iso"), &Checksum::None).await.unwrap_err();
 
     assert_eq!(ok.unwrap().digest, sha256(&body));
-    assert!(
-        matches!(err, FetchError::GaveUp { attempts: 5, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, FetchError::GaveUp { attempts: 5, .. }), "{err:?}");
     let chain = std::error::Error::source(&err).map(ToString::to_string);
-    assert_eq!(
-        chain.as_deref(),
-        Some("server answered HTTP 503 Service Unavailable")
-    );
+    assert_eq!(chain.as_deref(), Some("server answered HTTP 503 Service Unavailable"));
     assert_eq!(server.requests(), 3 + 5);
     server.stop().await;
 }
@@ -829,17 +683,12 @@ async fn cancellation_keeps_partial_for_resume() {
     let server = TestServer::start().await;
     let body = data(3 * 1024 * 1024, 14);
     let sent_first = 1024 * 1024 + 4096;
-    let route = Route {
-        hang_first_after: Some(sent_first),
-        ..Route::new(body.clone())
-    };
+    let route = Route { hang_first_after: Some(sent_first), ..Route::new(body.clone()) };
     server.add("/a.iso", route);
     let cache = tempfile::tempdir().unwrap();
     let f = Arc::new(fetcher(cache.path(), &Events::default()));
     let want = sha256(&body);
-    let partial = cache
-        .path()
-        .join(format!("partial/sha256-{}.part", want.hex));
+    let partial = cache.path().join(format!("partial/sha256-{}.part", want.hex));
     let cancel = CancellationToken::new();
 
     let task = {
@@ -853,15 +702,10 @@ async fn cancellation_keeps_partial_for_resume() {
 
     let err = result.expect("cancel is prompt").unwrap().unwrap_err();
     assert!(matches!(err, FetchError::Cancelled), "{err:?}");
-    assert_eq!(
-        std::fs::metadata(&partial).unwrap().len(),
-        sent_first as u64
-    );
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), sent_first as u64);
     assert!(files_in(&cache.path().join("blobs")).is_empty());
 
-    let got = fetch(&f, &server.url("/a.iso"), &digest_checksum(&want))
-        .await
-        .unwrap();
+    let got = fetch(&f, &server.url("/a.iso"), &digest_checksum(&want)).await.unwrap();
     assert_eq!(got.digest, want);
     assert_eq!(got.bytes_downloaded, (body.len() - sent_first) as u64);
     assert_eq!(server.ranges()[1], Some(format!("bytes={sent_first}-")));
@@ -896,15 +740,9 @@ async fn local_file_is_hashed_in_place_and_memoised() {
     let want = sha256(&body);
     let checksum = digest_checksum(&want);
 
-    let first = f
-        .fetch("img/disk.raw", &checksum, tmpl.path(), &cancel)
-        .await
-        .unwrap();
+    let first = f.fetch("img/disk.raw", &checksum, tmpl.path(), &cancel).await.unwrap();
     let first_events = events.take();
-    let second = f
-        .fetch("img/disk.raw", &checksum, tmpl.path(), &cancel)
-        .await
-        .unwrap();
+    let second = f.fetch("img/disk.raw", &checksum, tmpl.path(), &cancel).await.unwrap();
     let second_events = events.take();
 
     let canonical = file.canonicalize().unwrap();
@@ -915,15 +753,10 @@ async fn local_file_is_hashed_in_place_and_memoised() {
     assert_eq!(advanced(&first_events).1, body.len() as u64);
     assert_eq!(second.digest, want);
     assert!(second.cache_hit);
-    assert_eq!(
-        advanced(&second_events),
-        (0, 0),
-        "second fetch read the file"
-    );
+    assert_eq!(advanced(&second_events), (0, 0), "second fetch read the file");
     let memos = files_in(&cache.path().join("hashes"));
     assert_eq!(memos.len(), 1);
-    let memo: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&memos[0]).unwrap()).unwrap();
+    let memo: serde_json::Value = serde_json::from_slice(&std::fs::read(&memos[0]).unwrap()).unwrap();
     assert_eq!(memo["hex"], want.hex.as_str());
     assert_eq!(memo["size"], body.len() as u64);
 }
@@ -940,8 +773,7 @@ async fn local_memo_is_trusted_until_the_file_changes() {
 
     // Plant a different digest in the memo: if it is returned, the file was not read.
     let memo_path = files_in(&cache.path().join("hashes")).remove(0);
-    let mut memo: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&memo_path).unwrap()).unwrap();
+    let mut memo: serde_json::Value = serde_json::from_slice(&std::fs::read(&memo_path).unwrap()).unwrap();
     let planted = sha256(b"planted");
     memo["hex"] = planted.hex.clone().into();
     std::fs::write(&memo_path, serde_json::to_vec(&memo).unwrap()).unwrap();
@@ -965,21 +797,13 @@ async fn local_file_url_and_mismatch() {
     let f = fetcher(cache.path(), &Events::default());
     let url = format!("file://{}", file.to_str().unwrap().replace(' ', "%20"));
 
-    let ok = fetch(&f, &url, &digest_checksum(&sha256(b"content")))
-        .await
-        .unwrap();
-    let err = fetch(&f, &url, &digest_checksum(&sha256(b"other")))
-        .await
-        .unwrap_err();
+    let ok = fetch(&f, &url, &digest_checksum(&sha256(b"content"))).await.unwrap();
+    let err = fetch(&f, &url, &digest_checksum(&sha256(b"other"))).await.unwrap_err();
 
     assert_eq!(ok.path, file.canonicalize().unwrap());
     assert_eq!(
         err.to_string(),
-        format!(
-            "checksum mismatch for {url}: expected {}, got {}",
-            sha256(b"other"),
-            sha256(b"content")
-        )
+        format!("checksum mismatch for {url}: expected {}, got {}", sha256(b"other"), sha256(b"content"))
     );
 }
 
@@ -989,25 +813,11 @@ async fn missing_local_file_names_both_forms() {
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
 
-    let err = f
-        .fetch(
-            "images/nope.iso",
-            &Checksum::None,
-            tmpl.path(),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = f.fetch("images/nope.iso", &Checksum::None, tmpl.path(), &CancellationToken::new()).await.unwrap_err();
 
     assert!(matches!(err, FetchError::NotFound { .. }), "{err:?}");
     let full = tmpl.path().join("images/nope.iso");
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "source file `images/nope.iso` not found (looked for {})",
-            full.display()
-        )
-    );
+    assert_eq!(err.to_string(), format!("source file `images/nope.iso` not found (looked for {})", full.display()));
 }
 
 #[tokio::test]
@@ -1015,12 +825,7 @@ async fn unsupported_scheme_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
     let f = fetcher(cache.path(), &Events::default());
 
-    let err = fetch(&f, "ftp://example.com/a.iso", &Checksum::None)
-        .await
-        .unwrap_err();
+    let err = fetch(&f, "ftp://example.com/a.iso", &Checksum::None).await.unwrap_err();
 
-    assert!(
-        matches!(err, FetchError::UnsupportedScheme { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, FetchError::UnsupportedScheme { .. }), "{err:?}");
 }

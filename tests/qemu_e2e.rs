@@ -58,7 +58,13 @@ impl Env {
 }
 
 /// A small template on the fixture; `provisioners` is spliced in as JSON.
+/// `ssh_extra` adds fields to the `ssh` block (the timeout defaults to 2m).
 fn template(provisioners: &str, ssh_extra: &str, cloud_init: bool) -> String {
+    let ssh_extra = if ssh_extra.contains("\"timeout\"") {
+        ssh_extra.to_string()
+    } else {
+        format!(", \"timeout\": \"2m\"{ssh_extra}")
+    };
     format!(
         r#"{{
   "name": "e2e",
@@ -67,7 +73,7 @@ fn template(provisioners: &str, ssh_extra: &str, cloud_init: bool) -> String {
   "source": {{ "type": "cloud-image", "url": "{{{{ var.fixture_dir }}}}/base.qcow2", "checksum": "file:{{{{ var.fixture_dir }}}}/SHA256SUMS" }},
   "builder": {{
     "type": "qemu", "accelerator": "tcg", "memory": "512M",
-    "ssh": {{ "username": "root", "timeout": "2m" {ssh_extra} }},
+    "ssh": {{ "username": "root" {ssh_extra} }},
     "cloud_init": {cloud_init},
     "shutdown_command": "poweroff", "shutdown_timeout": "1m"
   }},

@@ -613,7 +613,12 @@ fn a_publisher_killed_before_the_rename_leaves_no_version() {
 
 #[test]
 fn a_publisher_killed_after_the_rename_leaves_a_complete_version() {
-    let stages = [("after-rename", "1.0.0"), ("before-channels", "1.0.0"), ("after-channels", "2.0.0"), ("before-index", "2.0.0")];
+    let stages = [
+        ("after-rename", "1.0.0"),
+        ("before-channels", "1.0.0"),
+        ("after-channels", "2.0.0"),
+        ("before-index", "2.0.0"),
+    ];
     for (stage, latest) in stages.iter().cycle().take(stages.len() * CRASH_ROUNDS).copied() {
         let (_tmp, store) = killed_at(stage);
         let store = LocalStore::open(store.root()).unwrap();

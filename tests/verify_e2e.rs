@@ -35,10 +35,12 @@ fn template(dir: &Path, name: &str, checks: &str) -> PathBuf {
   "name": "{name}", "version": "1.0.0",
   "variables": {{ "fixture_dir": {{ "required": true }} }},
   "source": {{ "type": "cloud-image", "url": "{{{{ var.fixture_dir }}}}/base.qcow2", "checksum": "file:{{{{ var.fixture_dir }}}}/SHA256SUMS" }},
-  "builder": {{ "type": "qemu", "accelerator": "tcg", "memory": "512M", "shutdown_command": "poweroff" }},
-  "provisioners": [ {{ "type": "shell", "inline": [
-      "echo 'verified image' > /etc/motd", "chmod 0644 /etc/motd",
-      "grep -q '^deploy:' /etc/passwd || adduser -D -s /bin/sh deploy" ] }} ],
+  "builder": {{
+    "type": "qemu", "accelerator": "tcg", "memory": "512M", "shutdown_command": "poweroff",
+    // Extra user-data merged into imgbuild's seed: cloud-init creates the user.
+    "cloud_init": {{ "user_data": "users:\n  - name: deploy\n    shell: /bin/sh\n    groups: [deploy]\n" }}
+  }},
+  "provisioners": [ {{ "type": "shell", "inline": ["echo 'verified image' > /etc/motd", "chmod 0644 /etc/motd"] }} ],
   "verify": {checks}
 }}"#
     );

@@ -87,6 +87,23 @@ fn progress_reporter() -> crate::source::ProgressFn {
     })
 }
 
+/// The SSH connection usually drops a moment before QEMU's exit is reaped;
+/// when the VM is gone, that (not "disconnected") is the cause to report.
+async fn explain_by_vm_exit(
+    result: Result<(), provision::ProvisionError>,
+    vm: &crate::builder::qemu::Vm,
+) -> Result<(), provision::ProvisionError> {
+    match result {
+        Err(e) if !matches!(e, provision::ProvisionError::VmExited { .. }) => {
+            match tokio::time::timeout(Duration::from_secs(2), vm.exited()).await {
+                Ok(status) => Err(provision::ProvisionError::VmExited { status, console: vm.console_tail(25) }),
+                Err(_) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
 /// Runs one provisioner, with its `pause_before`, `timeout` and `max_retries`.
 pub struct Provision {
     pub index: usize,
@@ -119,12 +136,15 @@ impl Step<BuildState> for Provision {
             };
             // A VM that dies mid-provision fails the step at once, not at a timeout.
             let result = match vm {
-                Some(vm) => tokio::select! {
-                    status = vm.exited() => Err(provision::ProvisionError::VmExited {
-                        status, console: vm.console_tail(25),
-                    }),
-                    r = limited => r,
-                },
+                Some(vm) => {
+                    let r = tokio::select! {
+                        status = vm.exited() => Err(provision::ProvisionError::VmExited {
+                            status, console: vm.console_tail(25),
+                        }),
+                        r = limited => r,
+                    };
+                    explain_by_vm_exit(r, &vm).await
+                }
                 None => limited.await,
             };
             match result {

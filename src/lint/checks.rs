@@ -138,7 +138,12 @@ impl<'a> Checker<'a> {
             && let Ok(Location::File(p)) = Location::parse(&url, &self.loaded.dir)
             && !p.exists()
         {
-            self.push(rules::IB002, url_span, "source.url", format!("the source image `{}` does not exist", p.display()));
+            self.push(
+                rules::IB002,
+                url_span,
+                "source.url",
+                format!("the source image `{}` does not exist", p.display()),
+            );
         }
     }
 
@@ -233,7 +238,12 @@ impl<'a> Checker<'a> {
                     .any(|f| f.rule == rules::IB004 && f.span.start <= m.start() && m.start() < f.span.end);
                 if !already {
                     let path = walk::path_at(self.raw, m.start());
-                    self.push(rules::IB004, Span::new(m.start(), m.end()), path, format!("the template contains {what}"));
+                    self.push(
+                        rules::IB004,
+                        Span::new(m.start(), m.end()),
+                        path,
+                        format!("the template contains {what}"),
+                    );
                 }
             }
         }
@@ -557,18 +567,15 @@ pub(super) fn secret_problem(key: &str, value: &str, sensitive: &BTreeSet<&str>)
     // `{{ "x" }}` is a literal too.
     let quoted = exprs.iter().any(|e| e.starts_with('"') || e.starts_with('\''));
     if !from_outside && (!literal_text(value).trim().is_empty() || quoted) {
-        return Some(format!(
-            "`{key}` is a literal value: the secret ends up in version control and build history"
-        ));
+        return Some(format!("`{key}` is a literal value: the secret ends up in version control and build history"));
     }
     None
 }
 
 /// `password:` / `plain_text_passwd:` entries of cloud-init YAML: `(key, value)`.
 fn yaml_passwords(yaml: &str) -> Vec<(String, String)> {
-    static RE: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?m)^\s*(?:-\s*)?(password|plain_text_passwd)\s*:\s*(\S[^\n]*?)\s*$").unwrap()
-    });
+    static RE: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?m)^\s*(?:-\s*)?(password|plain_text_passwd)\s*:\s*(\S[^\n]*?)\s*$").unwrap());
     RE.captures_iter(yaml)
         .map(|c| {
             let v = c[2].trim_matches(|ch| ch == '"' || ch == '\'').to_string();
@@ -598,7 +605,8 @@ mod tests {
         ] {
             assert!(reboot_command(yes).is_some(), "{yes}");
         }
-        for no in ["echo rebooting", "echo reboot", "shutdown -h now", "poweroff", "# reboot", "systemctl restart ssh"] {
+        for no in ["echo rebooting", "echo reboot", "shutdown -h now", "poweroff", "# reboot", "systemctl restart ssh"]
+        {
             assert_eq!(reboot_command(no), None, "{no}");
         }
     }

@@ -180,8 +180,8 @@ mod tests {
     fn every_rule_has_a_page() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         for r in RULES {
-            let page = std::fs::read_to_string(root.join(r.doc_path()))
-                .unwrap_or_else(|e| panic!("{}: {e}", r.doc_path()));
+            let page =
+                std::fs::read_to_string(root.join(r.doc_path())).unwrap_or_else(|e| panic!("{}: {e}", r.doc_path()));
             assert!(page.starts_with(&format!("# {}", r.id)), "{} must start with its id", r.doc_path());
         }
     }
