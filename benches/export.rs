@@ -63,7 +63,13 @@ fn main() {
         std::fs::create_dir(&out_dir).unwrap();
         let t = Instant::now();
         let artifacts = rt
-            .block_on(imgbuild::export::export_all(&source, &out_dir, "bench", std::slice::from_ref(&spec), &[DigestAlgo::Sha256]))
+            .block_on(imgbuild::export::export_all(
+                &source,
+                &out_dir,
+                "bench",
+                std::slice::from_ref(&spec),
+                &[DigestAlgo::Sha256],
+            ))
             .unwrap();
         let o = t.elapsed().as_secs_f64();
         assert_eq!(artifacts.len(), 1);
