@@ -536,9 +536,8 @@ async fn freezing_proxy(target: u16, freeze: CancellationToken) -> u16 {
     port
 }
 
-/// Slow (about 40 s: keepalive every 10 s, 3 unanswered): run with `--ignored`.
+/// Slow (about 40 s: keepalive every 10 s, 3 unanswered); runs beside the others.
 #[tokio::test]
-#[ignore]
 async fn keepalive_detects_silent_peer() {
     let sshd = Sshd::start(Opts { sftp: true });
     let freeze = CancellationToken::new();
