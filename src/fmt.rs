@@ -273,20 +273,28 @@ impl Parser<'_> {
                 break;
             }
             let mut leading = std::mem::take(&mut pending);
-            let blank_before = blank_at_end;
+            let mut blank_before = blank_at_end;
             let key = if keyed {
                 if self.peek() != Some(b'"') {
                     return Err(self.fail("expected a key"));
                 }
                 let raw = self.string()?.to_string();
                 let name = serde_json::from_str::<String>(&raw).unwrap_or_else(|_| raw.clone());
-                // Comments around the colon move before the member.
-                leading.extend(self.trivia()?.comments);
+                // Comments around the colon move before the member (after
+                // the blank line that preceded the key, if any).
+                let mut moved = self.trivia()?.comments;
                 if self.peek() != Some(b':') {
                     return Err(self.fail("expected `:`"));
                 }
                 self.pos += 1;
-                leading.extend(self.trivia()?.comments);
+                moved.extend(self.trivia()?.comments);
+                for (i, c) in moved.iter_mut().enumerate() {
+                    c.blank_before = i == 0 && blank_before;
+                }
+                if !moved.is_empty() {
+                    blank_before = false;
+                }
+                leading.extend(moved);
                 Some((raw, name))
             } else {
                 None

@@ -112,6 +112,16 @@ fn example_template_builds_and_changes_persist() {
     assert!(info.get("backing-filename").is_none(), "captured image must be standalone: {info}");
     let sums = Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(&version_dir).status().unwrap();
     assert!(sums.success());
+    // The manifest validates against its documented JSON Schema (a real validator).
+    let validator = venv_python().parent().unwrap().join("check-jsonschema");
+    let schema = repo_root().join("docs/manifest.schema.json");
+    let check = Command::new(validator)
+        .arg("--schemafile")
+        .arg(schema)
+        .arg(version_dir.join("manifest.json"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 
     // Boot the captured image and read back what the provisioners wrote.
     let check = env.write_template(
@@ -300,5 +310,77 @@ fn two_builds_of_one_template_run_in_parallel() {
     let mut versions = published_versions(&env.store(), "e2e");
     versions.sort();
     assert_eq!(versions, ["1.0.0", "1.0.1"]);
+    env.assert_clean();
+}
+
+#[test]
+fn explicit_kvm_without_kvm_is_a_clear_error_not_a_hang() {
+    if imgbuild::builder::qemu::accel::kvm_problem().is_none() {
+        eprintln!("skipped: KVM works on this host, so `kvm` is not an error here");
+        return;
+    }
+    let env = Env::new();
+    let t = template(r#"[ { "type": "shell", "inline": ["true"] } ]"#, "", true)
+        .replace(r#""accelerator": "tcg""#, r#""accelerator": "kvm""#);
+    let t = env.write_template("t.json", &t);
+    let out = run(env.build_cmd(&t, &[]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("accelerator `kvm` was requested but KVM cannot run guests here"), "{}", out.stderr);
+    assert!(out.stderr.contains("[2/"), "fails in preflight, before anything is fetched or booted:\n{}", out.stderr);
+    env.assert_clean();
+}
+
+#[test]
+fn missing_qemu_binary_names_the_packages() {
+    let env = Env::new();
+    let t = template(r#"[ { "type": "shell", "inline": ["true"] } ]"#, "", true)
+        .replace(r#""type": "qemu","#, r#""type": "qemu", "qemu_binary": "qemu-system-imgbuild-missing","#);
+    let t = env.write_template("t.json", &t);
+    let out = run(env.build_cmd(&t, &[]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("apt-get install -y qemu-system-x86 qemu-utils"), "{}", out.stderr);
+    env.assert_clean();
+}
+
+#[test]
+fn verify_on_build_vm_checks_before_shutdown() {
+    let _vm = vm_lock();
+    let env = Env::new();
+    let t = template(r#"[ { "type": "shell", "inline": ["echo built-vm > /etc/built"] } ]"#, "", true).replace(
+        r#""provisioners":"#,
+        r#""verify": [ { "file": "/etc/built", "contains": "built-vm" }, { "boot_time_max": "3m" } ],
+  "export": { "verify_on": "build-vm" },
+  "provisioners":"#,
+    );
+    let t = env.write_template("t.json", &t);
+    let out = run(env.build_cmd(&t, &["--set-version", "1.0.0"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("verify (build VM)"), "{}", out.stderr);
+    assert!(!out.stderr.contains("verify (fresh boot)"), "{}", out.stderr);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.store().join("e2e/1.0.0/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["verify"].as_array().unwrap().len(), 2);
+    env.assert_clean();
+}
+
+#[test]
+fn an_already_published_version_is_refused_before_the_build_starts() {
+    let env = Env::new();
+    let store = imgbuild::store::LocalStore::open(&env.store()).unwrap();
+    let staging = store.begin("e2e", "3.0.0").unwrap();
+    std::fs::write(staging.dir.join("x"), b"x").unwrap();
+    let sums =
+        imgbuild::store::format_sums([("x", "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881")]);
+    staging
+        .commit(
+            &serde_json::json!({"name": "e2e", "version": "3.0.0"}),
+            &[(imgbuild::source::DigestAlgo::Sha256, sums)],
+        )
+        .unwrap();
+    let t = env.write_template("t.json", &template(r#"[ { "type": "shell", "inline": ["true"] } ]"#, "", true));
+    let out = run(env.build_cmd(&t, &["--set-version", "3.0.0"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("e2e@3.0.0 is already published"), "{}", out.stderr);
+    assert!(!out.stderr.contains("launch VM"), "nothing may start: {}", out.stderr);
     env.assert_clean();
 }

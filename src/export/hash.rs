@@ -142,7 +142,11 @@ fn compress_blocking(
             copy_with_progress(&mut input, &mut enc, &progress).map_err(comp_err)?;
             enc.finish().map_err(comp_err)?
         }
-        StreamCompression::Xz => return xz_blocking(src, dst, algos, &progress),
+        StreamCompression::Xz => {
+            // Progress counts compressed output here; its final size is unknown.
+            progress.set_total(None);
+            return xz_blocking(src, dst, algos, &progress);
+        }
     };
     writer.flush().map_err(comp_err)?;
     progress.finish();
