@@ -22,7 +22,8 @@
 //!   it when keys are reordered); a comment after a value on the same line
 //!   stays after it; comments before the closing `}`/`]` stay at the end of
 //!   the object or array; comments before and after the document stay
-//!   there. Block comments are copied as written.
+//!   there; comments between a key and its value move before the member.
+//!   Block comments are copied as written.
 //! * One blank line between members (or before a comment) is kept where the
 //!   source had at least one; blank lines at the start of an object go.
 //!

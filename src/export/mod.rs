@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::process::Command;
 
-use crate::process::{ProcessError, run_capture};
+use crate::process::ProcessError;
 use crate::source::DigestAlgo;
 use crate::template::{Compression, DiskFormat, FormatSpec, StreamCompression};
 
@@ -162,8 +162,8 @@ async fn export_one(
         None => target.clone(),
     };
     let mut cmd = Command::new("qemu-img");
-    cmd.arg("convert").args(convert_args(spec)).arg(disk).arg(&converted);
-    run_capture(cmd, CONVERT_TIMEOUT)
+    cmd.args(["convert", "-p"]).args(convert_args(spec)).arg(disk).arg(&converted);
+    convert_with_progress(cmd, &format!("convert {name}"), virtual_size)
         .await
         .map_err(|source| ExportError::Convert { format: format_name(spec).into(), source })?;
     let digests = match spec.compress {
@@ -197,6 +197,60 @@ pub fn digest_algos(requested: &[DigestAlgo]) -> Vec<DigestAlgo> {
     algos
 }
 
+/// Runs `qemu-img convert -p`, turning its `(12.34/100%)` updates into a progress bar.
+async fn convert_with_progress(mut cmd: Command, label: &str, virtual_size: u64) -> Result<(), ProcessError> {
+    use tokio::io::AsyncReadExt;
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = crate::process::GroupChild::spawn(cmd)?;
+    let program = child.program.clone();
+    let progress = crate::ui::ByteProgress::new(label, Some(virtual_size.max(1)));
+    let mut stdout = child.child.stdout.take();
+    let mut stderr = child.child.stderr.take();
+    let read_progress = async {
+        let Some(out) = stdout.as_mut() else { return };
+        let mut buf = [0u8; 256];
+        let mut pending = String::new();
+        while let Ok(n) = out.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+            while let Some(end) = pending.find(['\r', '\n']) {
+                if let Some(pct) = parse_percent(&pending[..end]) {
+                    progress.set_position((virtual_size as f64 * pct / 100.0) as u64);
+                }
+                pending.drain(..=end);
+            }
+        }
+    };
+    let mut err_text = Vec::new();
+    let read_err = async {
+        if let Some(err) = stderr.as_mut() {
+            let _ = err.read_to_end(&mut err_text).await;
+        }
+    };
+    let wait = async {
+        let (status, _, _) = tokio::join!(child.child.wait(), read_progress, read_err);
+        status
+    };
+    let status = tokio::time::timeout(CONVERT_TIMEOUT, wait)
+        .await
+        .map_err(|_| ProcessError::Timeout { program: program.clone(), timeout: CONVERT_TIMEOUT })?
+        .map_err(|source| ProcessError::Wait { program: program.clone(), source })?;
+    progress.finish();
+    child.forget_group();
+    if !status.success() {
+        return Err(ProcessError::Failed { program, status, stderr: String::from_utf8_lossy(&err_text).into_owned() });
+    }
+    Ok(())
+}
+
+/// `    (45.12/100%)` → 45.12
+fn parse_percent(line: &str) -> Option<f64> {
+    let inner = line.trim().strip_prefix('(')?.split('/').next()?;
+    inner.trim().parse().ok()
+}
+
 /// `SHA256SUMS`-style bodies (GNU format), one per algorithm.
 pub fn sums_files(artifacts: &[Artifact], algos: &[DigestAlgo]) -> Vec<(DigestAlgo, String)> {
     digest_algos(algos)
@@ -212,6 +266,12 @@ pub fn sums_files(artifacts: &[Artifact], algos: &[DigestAlgo]) -> Vec<(DigestAl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_qemu_img_progress() {
+        assert_eq!(parse_percent("    (45.12/100%)"), Some(45.12));
+        assert_eq!(parse_percent("garbage"), None);
+    }
 
     #[test]
     fn names_and_args_follow_the_format() {
