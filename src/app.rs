@@ -40,6 +40,8 @@ pub fn run(cli: Cli) -> i32 {
             Command::Promote(args) => crate::store::cli::promote(&args),
             Command::VerifyArtifact(args) => crate::store::cli::verify_artifact(&args),
             Command::Prune(args) => crate::store::cli::prune(&args),
+            Command::Lint(args) => crate::lint::run(&args),
+            Command::Fmt(args) => crate::fmt::run(&args),
         }
     });
     code.code()

@@ -80,6 +80,10 @@ pub enum Command {
     VerifyArtifact(crate::store::cli::VerifyArtifactArgs),
     /// Remove old versions, keeping the newest N and every channel's target
     Prune(crate::store::cli::PruneArgs),
+    /// Check templates for mistakes and risky practice (rules IB001…; see docs/lint/)
+    Lint(crate::lint::LintArgs),
+    /// Rewrite templates in the canonical layout, keeping comments (--check: diff, exit 1)
+    Fmt(crate::fmt::FmtArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -152,8 +156,20 @@ pub struct InspectArgs {
     pub vars: VarArgs,
 }
 
-const SUBCOMMANDS: [&str; 10] =
-    ["build", "validate", "inspect", "test", "versions", "show", "promote", "verify-artifact", "prune", "help"];
+const SUBCOMMANDS: [&str; 12] = [
+    "build",
+    "validate",
+    "inspect",
+    "test",
+    "versions",
+    "show",
+    "promote",
+    "verify-artifact",
+    "prune",
+    "lint",
+    "fmt",
+    "help",
+];
 
 /// Parses arguments, turning `imgbuild [OPTIONS] FILE ...` into `imgbuild build FILE ...`.
 pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {

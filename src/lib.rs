@@ -5,12 +5,15 @@
 pub mod app;
 pub mod build;
 pub mod builder;
+pub mod changed;
 pub mod cli;
 pub mod communicator;
+pub mod digest;
 pub mod error;
 pub mod export;
 pub mod fmt;
 pub mod lint;
+pub mod metrics;
 pub mod process;
 pub mod provision;
 pub mod redact;

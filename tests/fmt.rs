@@ -443,7 +443,7 @@ fn document(rng: &mut Rng, depth: usize, n: &mut usize, out: &mut String) {
 fn random_documents_hold_the_invariants() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut checked = 0;
-    for case in 0..60000 {
+    for case in 0..2000 {
         let mut text = String::new();
         let mut n = 0;
         trivia(&mut rng, &mut n, &mut text);
@@ -457,7 +457,7 @@ fn random_documents_hold_the_invariants() {
         assert_eq!(sorted(comments(&out)), sorted(comments(&text)), "case {case}; input:\n{text}\noutput:\n{out}");
         checked += 1;
     }
-    assert!(checked > 100, "only {checked} generated documents parsed");
+    assert!(checked > 1500, "only {checked} generated documents parsed");
 }
 
 // ---------------------------------------------------------------- binary
@@ -494,7 +494,7 @@ fn binary_check_then_write_then_check() {
     assert_eq!(r.code, 1, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert_eq!(r.stdout, unified_diff(messy, &tidy, "a/messy.json", "b/messy.json"));
     assert!(r.stdout.starts_with("--- a/messy.json\n+++ b/messy.json\n@@ -1,2 +1,4 @@\n"), "{}", r.stdout);
-    assert!(r.stdout.contains("\n+  \"name\": \"x\" // the name\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("\n+  \"name\": \"x\", // the name\n"), "{}", r.stdout);
     assert_eq!(std::fs::read_to_string(dir.join("messy.json")).unwrap(), messy);
 
     // Only formatted files: exit 0, no output.

@@ -211,6 +211,15 @@ fn ib004_secrets() {
     );
     assert_at(&case.lint(&text), &text, "IB004", "\"#cloud-config", "builder.cloud_init.user_data");
 
+    // A variable named like a secret with a literal default, not sensitive.
+    let text = replace(&base(), "\"role\": {", "\"db_password\": { \"default\": \"hunter22\" },\n    \"role\": {");
+    let report = case.lint(&text);
+    assert!(report.findings.iter().any(|f| f.rule.id == "IB004" && f.path == "variables.db_password.default"));
+    assert_eq!(
+        report.findings.iter().find(|f| f.rule.id == "IB004").unwrap().line_col(),
+        position_of(&text, "\"hunter22\"")
+    );
+
     assert!(!ids(&case.lint(&base())).contains(&"IB004"));
 }
 

@@ -216,6 +216,25 @@ impl<'a> Checker<'a> {
                 found.push((node.span, path.to_string(), why));
             }
         });
+        // A variable named like a secret, not `sensitive`, with a literal default
+        // (sensitive ones with a default are IB011).
+        for (key, decl) in members(self.raw.get("variables")) {
+            let default = decl.get("default").and_then(|d| d.as_str().map(|s| (d, s)));
+            if let Some((node, value)) = default
+                && password_like(&key.name)
+                && !sensitive.contains(key.name.as_str())
+                && !value.trim().is_empty()
+            {
+                found.push((
+                    node.span,
+                    field(&field("variables", &key.name), "default"),
+                    format!(
+                        "variable `{}` looks like a secret but has a literal `default` and is not marked `sensitive`",
+                        key.name
+                    ),
+                ));
+            }
+        }
         for (span, path, message) in found {
             self.push(rules::IB004, span, path, message);
         }

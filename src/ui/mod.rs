@@ -100,6 +100,10 @@ pub fn init(options: UiOptions) {
     let _ = UI.set(Ui::new(options));
 }
 
+pub fn is_quiet() -> bool {
+    ui().quiet
+}
+
 pub fn is_json() -> bool {
     ui().format == OutputFormat::Json
 }

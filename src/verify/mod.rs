@@ -193,7 +193,8 @@ pub fn summary(results: &[CheckResult]) -> (usize, usize) {
 /// Writes [`render_table`] to stderr line by line (without tearing progress
 /// bars). Prints nothing in `--output json` mode, where callers emit events.
 pub fn print_table(results: &[CheckResult]) {
-    if crate::ui::is_json() {
+    // JSON runs get `check_finished` events; `-q` shows only failures.
+    if crate::ui::is_json() || (crate::ui::is_quiet() && results.iter().all(|r| r.passed)) {
         return;
     }
     for line in render_table(results).lines() {

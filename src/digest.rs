@@ -1,0 +1,366 @@
+//! The input digest: one `sha256:` value over everything a build is made
+//! of, so a build can be skipped when nothing changed (`build --if-changed`)
+//! and a published image records what it was built from (`input_digest` in
+//! `manifest.json`). See `docs/ci.md#input-digest`.
+//!
+//! What goes in, each as a labelled part (see [`InputDigest::parts`]):
+//!
+//! * `template`: the resolved template JSON ([`Loaded::resolved_json`],
+//!   secrets masked), re-resolved with the *written* version spec and a fixed
+//!   build id, so `version: "auto"`, `--set-version` and the build id never
+//!   change the digest. Machine-dependent text is removed: the template
+//!   directory is replaced by `{{ template_dir }}`, the source's URL and
+//!   checksum are left out (the `source` part stands for them), variable
+//!   values are left out (they count where they are used) and so is the
+//!   `lint` block (it changes nothing in the image).
+//! * `source`: the digest the source must have: the written digest, the one a
+//!   `file:` checksum list gives *now* (a republished upstream image is a
+//!   change), or for `checksum: none` the URL.
+//! * every host file a provisioner reads (`script`, `scripts`, an upload's
+//!   `source`; directories walked in sorted order, relative names, contents
+//!   and the executable bit),
+//! * every `--var-file`, byte for byte.
+//!
+//! Not in it: secrets (masked: a changed password alone does not rebuild),
+//! absolute paths, timestamps, the build id, the imgbuild version, and
+//! `{{ env.* }}` values only where they are interpolated into the template.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest as _;
+
+use crate::source::{Checksum, FetchError, Fetcher};
+use crate::template::{self, Direction, LoadOptions, Loaded, ProvisionerKind, TemplateError, VarInputs};
+
+/// What `{{ template_dir }}` expanded to is replaced by this, and the build id by [`BUILD_ID_PLACEHOLDER`].
+pub const TEMPLATE_DIR_PLACEHOLDER: &str = "{{ template_dir }}";
+pub const BUILD_ID_PLACEHOLDER: &str = "{{ build.id }}";
+
+/// Bumped when the way the digest is computed changes (every digest changes with it).
+const DIGEST_SCHEME: &str = "imgbuild-input-digest/1";
+
+/// The input digest and the parts it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputDigest {
+    /// `sha256:<hex>`
+    pub digest: String,
+    /// `(label, digest)` in a stable order: `template`, `source`, then
+    /// provisioner files, then var-files. Labels name no absolute path. The
+    /// digest is `sha256:<hex>`, or for `source` the source's own digest.
+    pub parts: Vec<(String, String)>,
+}
+
+impl InputDigest {
+    /// Builds the digest from its parts.
+    pub fn from_parts(parts: Vec<(String, String)>) -> Self {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(DIGEST_SCHEME.as_bytes());
+        hasher.update(b"\n");
+        for (label, digest) in &parts {
+            hasher.update(label.as_bytes());
+            hasher.update([0]);
+            hasher.update(digest.as_bytes());
+            hasher.update(b"\n");
+        }
+        InputDigest { digest: format!("sha256:{}", hex::encode(hasher.finalize())), parts }
+    }
+
+    /// `{"digest": "sha256:…", "parts": {"template": "sha256:…", …}}`, for
+    /// `inspect --digest --output json` and the manifest's `input_parts`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "digest": self.digest, "parts": self.parts_json() })
+    }
+
+    /// The parts as a JSON object, label → digest (in order).
+    pub fn parts_json(&self) -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.parts.iter().map(|(l, d)| (l.clone(), serde_json::Value::String(d.clone()))).collect();
+        serde_json::Value::Object(map)
+    }
+
+    /// The digest, then one `  LABEL  DIGEST` line per part.
+    pub fn render_text(&self) -> String {
+        let width = self.parts.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut out = self.digest.clone();
+        for (label, digest) in &self.parts {
+            out.push_str(&format!("\n  {label:<width$}  {digest}"));
+        }
+        out
+    }
+}
+
+/// Labels whose digest differs between two part lists, including parts
+/// present in only one of them (in the order of `new`, then removed ones).
+pub fn changed_parts(old: &[(String, String)], new: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = new
+        .iter()
+        .filter(|(label, digest)| old.iter().find(|(l, _)| l == label).is_none_or(|(_, d)| d != digest))
+        .map(|(label, _)| label.clone())
+        .collect();
+    out.extend(old.iter().filter(|(l, _)| !new.iter().any(|(n, _)| n == l)).map(|(l, _)| format!("{l} (removed)")));
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("cannot re-read the template for its input digest")]
+    Template(#[source] TemplateError),
+    #[error("cannot read {} for the input digest", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot resolve the source checksum for the input digest")]
+    Source(#[source] FetchError),
+}
+
+/// The input digest of a loaded template. `var_files` are the `--var-file`
+/// arguments the template was loaded with (their values are already in
+/// `loaded`; their bytes count too). Reads a `file:` checksum list through
+/// `fetcher` (never cached) and nothing else from the network.
+pub async fn input_digest(
+    loaded: &Loaded,
+    var_files: &[PathBuf],
+    fetcher: &Fetcher,
+) -> Result<InputDigest, DigestError> {
+    let canonical = reload_canonical(loaded)?;
+    let dir = loaded.dir.to_string_lossy().into_owned();
+    let mut parts = vec![("template".to_string(), sha256_of(&template_json(&canonical, &dir)))];
+    if let Some(source) = &canonical.template.source {
+        let value = match source.checksum() {
+            Checksum::Digest(d) => d.to_string(),
+            Checksum::None => sha256_of(strip_dir(source.url(), &dir).as_bytes()),
+            list @ Checksum::File(_) => match fetcher.resolve_checksum(source.url(), list, &loaded.dir).await {
+                Ok(Some(d)) => d.to_string(),
+                Ok(None) => sha256_of(strip_dir(source.url(), &dir).as_bytes()),
+                Err(e) => return Err(DigestError::Source(e)),
+            },
+        };
+        parts.push(("source".to_string(), value));
+    }
+    let files = host_files(&canonical, &dir);
+    let var_files: Vec<(String, PathBuf)> = var_files
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (format!("var-file[{i}] {name}"), p.clone())
+        })
+        .collect();
+    let hashed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, DigestError> {
+        let mut out = Vec::new();
+        for (label, path) in files {
+            out.push((label, hash_path(&path)?));
+        }
+        for (label, path) in var_files {
+            let bytes = std::fs::read(&path).map_err(|source| DigestError::Read { path: path.clone(), source })?;
+            out.push((label, sha256_of(&bytes)));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| DigestError::Read { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })??;
+    parts.extend(hashed);
+    Ok(InputDigest::from_parts(parts))
+}
+
+/// The `input_digest` a manifest records (`sha256:<hex>`), if any.
+pub fn manifest_digest(manifest: &serde_json::Value) -> Option<String> {
+    manifest
+        .get("input_digest")
+        .and_then(|v| v.as_str())
+        .filter(|s| {
+            s.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .map(str::to_string)
+}
+
+/// The parts a manifest records under `input_parts` (label → digest), if any.
+pub fn manifest_parts(manifest: &serde_json::Value) -> Vec<(String, String)> {
+    manifest
+        .get("input_parts")
+        .and_then(|v| v.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// For `build --if-changed`: the version the store's `latest` channel points
+/// at, if its manifest records this input digest.
+pub fn up_to_date(store: &crate::store::LocalStore, name: &str, digest: &str) -> Option<String> {
+    let (name, version) = store.resolve(name).ok()?;
+    let manifest = store.manifest(&name, &version).ok()?;
+    (manifest_digest(&manifest)? == digest).then_some(version)
+}
+
+/// The template loaded again exactly as the build sees it (every variable
+/// pinned to its value), but with the written version and a fixed build id.
+fn reload_canonical(loaded: &Loaded) -> Result<Loaded, DigestError> {
+    let options = LoadOptions {
+        vars: VarInputs {
+            cli: loaded.variable_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            files: Vec::new(),
+            use_env: false,
+        },
+        build_id: BUILD_ID_PLACEHOLDER.to_string(),
+        version_override: None,
+    };
+    template::load(&loaded.path, &options).map_err(DigestError::Template)
+}
+
+/// The canonical template JSON (see the module documentation).
+fn template_json(loaded: &Loaded, dir: &str) -> Vec<u8> {
+    let mut value = loaded.resolved_json();
+    if let Some(top) = value.as_object_mut() {
+        top.remove("lint");
+        if let Some(vars) = top.get_mut("variables").and_then(|v| v.as_object_mut()) {
+            for decl in vars.values_mut() {
+                if let Some(decl) = decl.as_object_mut() {
+                    decl.remove("value");
+                }
+            }
+        }
+        if let Some(source) = top.get_mut("source").and_then(|v| v.as_object_mut()) {
+            source.remove("url");
+            source.remove("checksum");
+        }
+    }
+    replace_dir(&mut value, dir);
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+fn replace_dir(value: &mut serde_json::Value, dir: &str) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            if s.contains(dir) {
+                *s = strip_dir(s, dir);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| replace_dir(v, dir)),
+        Value::Object(map) => map.values_mut().for_each(|v| replace_dir(v, dir)),
+        _ => {}
+    }
+}
+
+/// `dir` (the template directory) replaced by the placeholder where it is a
+/// whole path prefix: `DIR` alone or `DIR/…`, anywhere in the text.
+pub fn strip_dir(text: &str, dir: &str) -> String {
+    let dir = dir.trim_end_matches('/');
+    if dir.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(dir) {
+        let after = &rest[pos + dir.len()..];
+        out.push_str(&rest[..pos]);
+        if after.is_empty() || after.starts_with('/') {
+            out.push_str(TEMPLATE_DIR_PLACEHOLDER);
+        } else {
+            out.push_str(dir);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Host files provisioners read: `(label, path)`, in template order.
+fn host_files(loaded: &Loaded, dir: &str) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for (i, p) in loaded.template.provisioners.iter().enumerate() {
+        let (field, paths) = match &p.kind {
+            ProvisionerKind::Shell(s) => ("script", s.commands.files()),
+            ProvisionerKind::ShellLocal(s) => ("script", s.commands.files()),
+            ProvisionerKind::File(f) if f.direction == Direction::Upload => ("source", f.source.iter().collect()),
+            ProvisionerKind::File(_) => continue,
+        };
+        for path in paths {
+            out.push((format!("provisioners[{i}].{field} {}", strip_dir(&path.written, dir)), path.resolved.clone()));
+        }
+    }
+    out
+}
+
+fn sha256_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// A file's bytes, or a directory tree: every file's relative name (`/`
+/// separated), executable bit and bytes, in sorted order.
+fn hash_path(path: &Path) -> Result<String, DigestError> {
+    let err = |p: &Path, source| DigestError::Read { path: p.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
+    if !meta.is_dir() {
+        return std::fs::read(path).map(|b| sha256_of(&b)).map_err(|e| err(path, e));
+    }
+    let mut hasher = sha2::Sha256::new();
+    hash_tree(path, "", &mut hasher).map_err(|(p, e)| err(&p, e))?;
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+fn hash_tree(dir: &Path, prefix: &str, hasher: &mut sha2::Sha256) -> Result<(), (PathBuf, std::io::Error)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| (dir.to_path_buf(), e))?
+        .filter_map(|e| e.ok())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    entries.sort();
+    for (name, path) in entries {
+        let relative = format!("{prefix}{name}");
+        let meta = std::fs::metadata(&path).map_err(|e| (path.clone(), e))?;
+        if meta.is_dir() {
+            hash_tree(&path, &format!("{relative}/"), hasher)?;
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e))?;
+        let exec = if meta.permissions().mode() & 0o111 != 0 { "x" } else { "-" };
+        hasher.update(format!("{relative}\0{exec}\0{}\0", bytes.len()).as_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_whole_directory_prefixes_only() {
+        assert_eq!(strip_dir("/t/x.sh", "/t"), "{{ template_dir }}/x.sh");
+        assert_eq!(strip_dir("/t", "/t/"), "{{ template_dir }}");
+        assert_eq!(strip_dir("/tmp/x", "/t"), "/tmp/x");
+        assert_eq!(strip_dir("cd /t/a && /t/b", "/t"), "cd {{ template_dir }}/a && {{ template_dir }}/b");
+    }
+
+    #[test]
+    fn digest_depends_on_every_part() {
+        let a = InputDigest::from_parts(vec![("template".into(), "sha256:1".into())]);
+        let b = InputDigest::from_parts(vec![("template".into(), "sha256:2".into())]);
+        let c = InputDigest::from_parts(vec![("templatx".into(), "sha256:1".into())]);
+        assert_ne!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+        assert_eq!(a, InputDigest::from_parts(vec![("template".into(), "sha256:1".into())]));
+        assert!(a.digest.starts_with("sha256:") && a.digest.len() == 71);
+    }
+
+    #[test]
+    fn reports_changed_parts() {
+        let old = vec![("a".to_string(), "1".to_string()), ("b".into(), "2".into()), ("gone".into(), "3".into())];
+        let new = vec![("a".to_string(), "1".to_string()), ("b".into(), "9".into()), ("new".into(), "4".into())];
+        assert_eq!(changed_parts(&old, &new), ["b", "new", "gone (removed)"]);
+    }
+
+    #[test]
+    fn reads_the_manifest_field() {
+        let hex = "a".repeat(64);
+        let m =
+            serde_json::json!({ "input_digest": format!("sha256:{hex}"), "input_parts": { "template": "sha256:1" } });
+        assert_eq!(manifest_digest(&m), Some(format!("sha256:{hex}")));
+        assert_eq!(manifest_parts(&m), [("template".to_string(), "sha256:1".to_string())]);
+        assert_eq!(manifest_digest(&serde_json::json!({ "input_digest": "md5:x" })), None);
+        assert_eq!(manifest_digest(&serde_json::json!({})), None);
+    }
+}
