@@ -42,6 +42,11 @@ pub fn run(cli: Cli) -> i32 {
             Command::Prune(args) => crate::store::cli::prune(&args),
             Command::Lint(args) => crate::lint::run(&args),
             Command::Fmt(args) => crate::fmt::run(&args),
+            Command::Schema => {
+                let schema = crate::template::schema::template_schema();
+                ui::print_stdout(&serde_json::to_string_pretty(&schema).unwrap_or_default());
+                ExitCode::Success
+            }
         }
     });
     code.code()

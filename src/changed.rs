@@ -118,8 +118,11 @@ pub fn run(args: &ChangedArgs) -> ExitCode {
     };
     match changed(&options) {
         Ok(list) => {
-            for t in &list {
-                ui::info(format!("{}: {}", t.path.display(), t.reasons.join(", ")));
+            // For people, on stderr; with `--output json` stdout must stay one JSON value.
+            if !ui::is_json() {
+                for t in &list {
+                    ui::info(format!("{}: {}", t.path.display(), t.reasons.join(", ")));
+                }
             }
             let text = render(&list, args.format, &args.since);
             if !text.is_empty() {
@@ -525,6 +528,36 @@ pub fn changed_files(top: &Path, since: &str) -> Result<BTreeSet<String>, Change
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: ChangedArgs,
+    }
+
+    #[test]
+    fn parses_arguments() {
+        use clap::{CommandFactory, Parser};
+        Wrapper::command().debug_assert();
+        let w = Wrapper::try_parse_from([
+            "changed",
+            "--since",
+            "origin/main",
+            "--format",
+            "github-matrix",
+            "--var-file",
+            "v.json",
+            "a.json",
+            "b.json",
+        ])
+        .unwrap();
+        assert_eq!(w.args.since, "origin/main");
+        assert_eq!(w.args.format, ChangedFormat::GithubMatrix);
+        assert_eq!(w.args.templates, [PathBuf::from("a.json"), PathBuf::from("b.json")]);
+        assert_eq!(w.args.vars.var_files, [PathBuf::from("v.json")]);
+        assert!(Wrapper::try_parse_from(["changed", "a.json"]).is_err(), "--since is required");
+        assert_eq!(Wrapper::try_parse_from(["changed", "--since", "x"]).unwrap().args.format, ChangedFormat::Lines);
+    }
 
     #[test]
     fn normalizes_lexically() {

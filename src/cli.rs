@@ -84,6 +84,8 @@ pub enum Command {
     Lint(crate::lint::LintArgs),
     /// Rewrite templates in the canonical layout, keeping comments (--check: diff, exit 1)
     Fmt(crate::fmt::FmtArgs),
+    /// Print the template JSON Schema (2020-12), for editors and validators
+    Schema,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -156,31 +158,22 @@ pub struct InspectArgs {
     pub vars: VarArgs,
 }
 
-const SUBCOMMANDS: [&str; 12] = [
-    "build",
-    "validate",
-    "inspect",
-    "test",
-    "versions",
-    "show",
-    "promote",
-    "verify-artifact",
-    "prune",
-    "lint",
-    "fmt",
-    "help",
-];
-
 /// Parses arguments, turning `imgbuild [OPTIONS] FILE ...` into `imgbuild build FILE ...`.
 pub fn parse_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
     let mut args: Vec<OsString> = args.into_iter().collect();
     if let Some(pos) = first_positional(&args) {
         let word = args[pos].to_string_lossy();
-        if !SUBCOMMANDS.contains(&word.as_ref()) && !word.starts_with('-') {
+        if !is_subcommand(&word) && !word.starts_with('-') {
             args.insert(pos, "build".into());
         }
     }
     Cli::try_parse_from(args)
+}
+
+/// Asks clap itself, so a new subcommand needs no second list here.
+fn is_subcommand(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help" || Cli::command().get_subcommands().any(|c| c.get_name() == word)
 }
 
 /// The first argument that is neither an option nor an option's value.

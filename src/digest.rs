@@ -232,11 +232,7 @@ fn template_json(loaded: &Loaded, dir: &str) -> Vec<u8> {
 fn replace_dir(value: &mut serde_json::Value, dir: &str) {
     use serde_json::Value;
     match value {
-        Value::String(s) => {
-            if s.contains(dir) {
-                *s = strip_dir(s, dir);
-            }
-        }
+        Value::String(s) if s.contains(dir) => *s = strip_dir(s, dir),
         Value::Array(items) => items.iter_mut().for_each(|v| replace_dir(v, dir)),
         Value::Object(map) => map.values_mut().for_each(|v| replace_dir(v, dir)),
         _ => {}

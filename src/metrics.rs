@@ -10,7 +10,9 @@
 //!
 //! After a failed build the previous `imgbuild_last_success_timestamp_seconds`
 //! and `imgbuild_artifact_bytes` of that name are kept: they describe the
-//! last image that was published.
+//! last image that was published. A build skipped by `--if-changed`
+//! (`up_to_date`) counts as a success (the published image is current) and
+//! keeps the duration and step series of the last build that ran.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -32,14 +34,18 @@ pub struct BuildMetrics<'a> {
     pub artifact_bytes: u64,
     /// Unix time of this success; `None` after a failure keeps the previous value.
     pub last_success: Option<u64>,
+    /// `--if-changed` found the published image current and built nothing
+    /// (`success` is then true, `steps` empty, `duration` ignored).
+    pub up_to_date: bool,
 }
 
-const FAMILIES: [(&str, &str); 5] = [
+const FAMILIES: [(&str, &str); 6] = [
     ("imgbuild_build_duration_seconds", "Wall-clock duration of the last imgbuild build."),
     ("imgbuild_step_duration_seconds", "Duration of each step of the last imgbuild build."),
     ("imgbuild_build_success", "1 if the last imgbuild build succeeded, else 0."),
     ("imgbuild_artifact_bytes", "Size of the last published artifact, all files together."),
     ("imgbuild_last_success_timestamp_seconds", "Unix time of the last successful imgbuild build."),
+    ("imgbuild_build_up_to_date", "1 if the last run built nothing because the inputs had not changed, else 0."),
 ];
 
 /// One sample: metric name, labels in order, value as written.
@@ -105,10 +111,11 @@ pub fn write_metrics(path: &Path, m: &BuildMetrics<'_>) -> Result<(), MetricsErr
 /// The samples of this build, plus what is kept from the previous file.
 pub fn merge(previous: Vec<Sample>, m: &BuildMetrics<'_>) -> Vec<Sample> {
     let ours = |s: &Sample| s.label("name") == Some(m.name);
-    let kept_from_ours = |s: &Sample| {
-        !m.success
-            && (s.metric == "imgbuild_artifact_bytes"
-                || (s.metric == "imgbuild_last_success_timestamp_seconds" && m.last_success.is_none()))
+    let kept_from_ours = |s: &Sample| match s.metric.as_str() {
+        "imgbuild_artifact_bytes" => !(m.success || m.up_to_date),
+        "imgbuild_last_success_timestamp_seconds" => m.last_success.is_none(),
+        "imgbuild_build_duration_seconds" | "imgbuild_step_duration_seconds" => m.up_to_date,
+        _ => false,
     };
     let mut out: Vec<Sample> = previous
         .into_iter()
@@ -116,13 +123,17 @@ pub fn merge(previous: Vec<Sample>, m: &BuildMetrics<'_>) -> Vec<Sample> {
         .filter(|s| !ours(s) || kept_from_ours(s))
         .collect();
     let name = m.name;
-    out.push(Sample::new("imgbuild_build_duration_seconds", &[("name", name)], seconds(m.duration)));
-    for step in m.steps {
-        let value = seconds(Duration::from_millis(step.duration_ms));
-        out.push(Sample::new("imgbuild_step_duration_seconds", &[("name", name), ("step", &step.step)], value));
+    if !m.up_to_date {
+        out.push(Sample::new("imgbuild_build_duration_seconds", &[("name", name)], seconds(m.duration)));
+        for step in m.steps {
+            let value = seconds(Duration::from_millis(step.duration_ms));
+            out.push(Sample::new("imgbuild_step_duration_seconds", &[("name", name), ("step", &step.step)], value));
+        }
     }
-    out.push(Sample::new("imgbuild_build_success", &[("name", name)], u8::from(m.success).to_string()));
-    if m.success {
+    let success = m.success || m.up_to_date;
+    out.push(Sample::new("imgbuild_build_success", &[("name", name)], u8::from(success).to_string()));
+    out.push(Sample::new("imgbuild_build_up_to_date", &[("name", name)], u8::from(m.up_to_date).to_string()));
+    if success {
         out.push(Sample::new(
             "imgbuild_artifact_bytes",
             &[("name", name), ("version", m.version)],
@@ -133,6 +144,12 @@ pub fn merge(previous: Vec<Sample>, m: &BuildMetrics<'_>) -> Vec<Sample> {
         out.push(Sample::new("imgbuild_last_success_timestamp_seconds", &[("name", name)], ts.to_string()));
     }
     out
+}
+
+/// The total `size` of a manifest's `artifacts` (for an up-to-date run,
+/// from the latest published manifest).
+pub fn manifest_artifact_bytes(manifest: &serde_json::Value) -> u64 {
+    manifest["artifacts"].as_array().map(|a| a.iter().filter_map(|x| x["size"].as_u64()).sum()).unwrap_or(0)
 }
 
 fn seconds(d: Duration) -> String {
@@ -265,6 +282,7 @@ mod tests {
             steps,
             artifact_bytes: 4096,
             last_success: ts,
+            up_to_date: false,
         }
     }
 
@@ -339,6 +357,25 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [".imgbuild.prom.lock", "imgbuild.prom"]);
+    }
+
+    #[test]
+    fn an_up_to_date_run_keeps_the_last_build_durations() {
+        let steps = steps();
+        let built = merge(Vec::new(), &metrics("web", true, &steps, Some(100)));
+        let skipped = BuildMetrics {
+            duration: Duration::from_millis(20),
+            up_to_date: true,
+            ..metrics("web", true, &[], Some(200))
+        };
+        let samples = parse(&render(&merge(built, &skipped)));
+        assert_eq!(value(&samples, "imgbuild_build_duration_seconds", "web").as_deref(), Some("12.345"));
+        assert_eq!(samples.iter().filter(|s| s.metric == "imgbuild_step_duration_seconds").count(), 2);
+        assert_eq!(value(&samples, "imgbuild_build_up_to_date", "web").as_deref(), Some("1"));
+        assert_eq!(value(&samples, "imgbuild_build_success", "web").as_deref(), Some("1"));
+        assert_eq!(value(&samples, "imgbuild_last_success_timestamp_seconds", "web").as_deref(), Some("200"));
+        let manifest = serde_json::json!({ "artifacts": [ { "size": 10 }, { "size": 32 } ] });
+        assert_eq!(manifest_artifact_bytes(&manifest), 42);
     }
 
     #[test]

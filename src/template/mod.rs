@@ -6,6 +6,7 @@ pub mod diag;
 pub mod interp;
 pub mod jsonc;
 pub mod model;
+pub mod schema;
 pub mod units;
 pub mod vars;
 

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Serialize, Serializer};
+
+use super::schema::{self as defaults, VariableDecl};
 
 use super::decode::{Cx, Decode, ObjectReader, one_of, parse_string, type_tag};
 use super::jsonc::{Node, NodeKind};
@@ -107,27 +110,36 @@ impl Decode for TemplatePath {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(transform = defaults::allow_schema_key, deny_unknown_fields, title = "imgbuild template")]
 pub struct Template {
     pub name: String,
+    #[schemars(default = "defaults::version")]
     pub version: VersionSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VariableDecl>")]
     pub variables: BTreeMap<String, Variable>,
     /// Absent only for the `null` builder.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     pub builder: Builder,
+    #[serde(default)]
     pub provisioners: Vec<Provisioner>,
+    #[serde(default)]
     pub verify: Vec<Check>,
+    #[schemars(default = "defaults::export")]
     pub export: Export,
-    #[serde(skip_serializing_if = "LintSettings::is_empty")]
+    #[serde(skip_serializing_if = "LintSettings::is_empty", default)]
     pub lint: LintSettings,
 }
 
 /// `"lint": { "ignore": ["IB006"] }`: rules silenced for this template.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct LintSettings {
+    #[serde(default)]
     pub ignore: Vec<String>,
 }
 
@@ -230,7 +242,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 
 // ---------------------------------------------------------------- source
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Source {
     CloudImage { url: String, checksum: ChecksumField },
@@ -283,7 +295,7 @@ impl Decode for Source {
 
 // ---------------------------------------------------------------- builder
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Builder {
     Qemu(Box<QemuBuilder>),
@@ -304,7 +316,7 @@ impl Decode for Builder {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Accelerator {
     Auto,
@@ -312,7 +324,7 @@ pub enum Accelerator {
     Tcg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DiskInterface {
     Virtio,
@@ -321,31 +333,44 @@ pub enum DiskInterface {
     Nvme,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     Bios,
     Uefi,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct QemuBuilder {
+    #[schemars(default = "defaults::accelerator")]
     pub accelerator: Accelerator,
+    #[schemars(default = "defaults::cpus", range(min = 1))]
     pub cpus: u32,
+    #[schemars(default = "defaults::memory")]
     pub memory: Size,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<Size>,
+    #[schemars(default = "defaults::disk_interface")]
     pub disk_interface: DiskInterface,
+    #[schemars(default = "defaults::machine")]
     pub machine: String,
+    #[schemars(default = "defaults::firmware")]
     pub firmware: Firmware,
+    #[schemars(default = "defaults::qemu_binary")]
     pub qemu_binary: String,
+    #[serde(default)]
     pub qemu_args: Vec<String>,
+    #[serde(default)]
     pub ssh: SshSettings,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_timeout: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_command: Option<String>,
+    #[schemars(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: Dur,
+    #[serde(default)]
+    #[schemars(schema_with = "defaults::cloud_init")]
     pub cloud_init: CloudInit,
 }
 
@@ -373,16 +398,16 @@ impl QemuBuilder {
         let firmware = o.node("firmware").map_or(Some(Firmware::Bios), |n| {
             cx.in_field("firmware", |cx| one_of(n, cx, &[("bios", Firmware::Bios), ("uefi", Firmware::Uefi)]))
         });
-        let cpus = o.or(cx, "cpus", 1u32);
-        let memory = o.or(cx, "memory", Size(1 << 30));
+        let cpus = o.or(cx, "cpus", defaults::cpus());
+        let memory = o.or(cx, "memory", defaults::memory());
         let disk_size = o.opt(cx, "disk_size");
-        let machine = o.or(cx, "machine", "q35".to_string());
-        let qemu_binary = o.or(cx, "qemu_binary", "qemu-system-x86_64".to_string());
+        let machine = o.or(cx, "machine", defaults::machine());
+        let qemu_binary = o.or(cx, "qemu_binary", defaults::qemu_binary());
         let qemu_args = o.or_default(cx, "qemu_args");
         let ssh = o.opt::<SshSettings>(cx, "ssh").or_else(|| (!o.has("ssh")).then(SshSettings::default));
         let boot_timeout = o.opt(cx, "boot_timeout");
         let shutdown_command = o.opt::<String>(cx, "shutdown_command").filter(|c| !c.trim().is_empty());
-        let shutdown_timeout = o.or(cx, "shutdown_timeout", Dur(std::time::Duration::from_secs(120)));
+        let shutdown_timeout = o.or(cx, "shutdown_timeout", defaults::shutdown_timeout());
         let cloud_init = o.or(cx, "cloud_init", CloudInit::default());
         if cpus == 0 {
             cx.in_field("cpus", |cx| cx.error(o.span, "`cpus` must be at least 1"));
@@ -406,12 +431,16 @@ impl QemuBuilder {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SshSettings {
+    #[schemars(default = "defaults::username")]
     pub username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    #[schemars(default = "defaults::ssh_port")]
     pub port: u16,
+    #[schemars(default = "defaults::ssh_timeout")]
     pub timeout: Dur,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_command: Option<String>,
@@ -420,10 +449,10 @@ pub struct SshSettings {
 impl Default for SshSettings {
     fn default() -> Self {
         SshSettings {
-            username: "root".into(),
+            username: defaults::username(),
             password: None,
-            port: 22,
-            timeout: Dur(std::time::Duration::from_secs(300)),
+            port: defaults::ssh_port(),
+            timeout: defaults::ssh_timeout(),
             ready_command: None,
         }
     }
@@ -446,8 +475,10 @@ impl Decode for SshSettings {
 }
 
 /// The NoCloud seed: on by default for cloud images; `false` turns it off.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct CloudInit {
+    #[schemars(default = "defaults::yes")]
     pub enabled: bool,
     /// Extra `#cloud-config` YAML merged into the generated user-data.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -474,18 +505,19 @@ impl Decode for CloudInit {
 
 // ---------------------------------------------------------------- provisioners
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Provisioner {
     #[serde(flatten)]
     pub kind: ProvisionerKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause_before: Option<Dur>,
+    #[serde(default)]
     pub max_retries: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ProvisionerKind {
     Shell(Shell),
@@ -533,7 +565,7 @@ impl Decode for Provisioner {
 }
 
 /// The commands of a `shell` or `shell-local` step: exactly one of the three forms.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Commands {
     Inline(Vec<String>),
@@ -574,15 +606,19 @@ impl Commands {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Shell {
     #[serde(flatten)]
     pub commands: Commands,
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub execute_command: Option<String>,
+    #[serde(default)]
     pub expect_disconnect: bool,
+    #[schemars(default = "defaults::valid_exit_codes")]
     pub valid_exit_codes: Vec<i32>,
+    #[schemars(default = "defaults::remote_folder")]
     pub remote_folder: String,
 }
 
@@ -595,8 +631,8 @@ impl Shell {
             env,
             execute_command: o.opt(cx, "execute_command"),
             expect_disconnect: o.or(cx, "expect_disconnect", false),
-            valid_exit_codes: o.or(cx, "valid_exit_codes", vec![0]),
-            remote_folder: o.or(cx, "remote_folder", "/tmp".to_string()),
+            valid_exit_codes: o.or(cx, "valid_exit_codes", defaults::valid_exit_codes()),
+            remote_folder: o.or(cx, "remote_folder", defaults::remote_folder()),
         })
     }
 }
@@ -618,20 +654,21 @@ fn read_env(o: &mut ObjectReader, cx: &mut Cx) -> BTreeMap<String, String> {
     env
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Upload,
     Download,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct FileTransfer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<TemplatePath>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     pub destination: String,
+    #[schemars(default = "defaults::direction")]
     pub direction: Direction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<FileMode>,
@@ -690,10 +727,11 @@ impl Decode for FileMode {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ShellLocal {
     #[serde(flatten)]
     pub commands: Commands,
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
 }
 
@@ -707,7 +745,7 @@ impl ShellLocal {
 
 // ---------------------------------------------------------------- verify
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Check {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -715,8 +753,9 @@ pub struct Check {
     pub kind: CheckKind,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Written flat (`{ "service": "ssh", "running": true }`): the key that is present says the kind.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
 pub enum CheckKind {
     Service {
         service: String,
@@ -725,31 +764,39 @@ pub enum CheckKind {
     },
     Port {
         port: u16,
+        #[schemars(default = "defaults::yes")]
         listening: bool,
+        #[schemars(default = "defaults::tcp", schema_with = "defaults::protocol")]
         protocol: String,
     },
     File {
         file: String,
+        #[schemars(default = "defaults::yes")]
         exists: bool,
         mode: Option<FileMode>,
         owner: Option<String>,
         contains: Option<String>,
+        #[schemars(with = "Option<Pattern>")]
         matches: Option<String>,
         sha256: Option<String>,
     },
     Package {
         package: String,
+        #[schemars(default = "defaults::yes")]
         installed: bool,
     },
     Command {
         command: String,
         exit_code: Option<i32>,
+        #[schemars(with = "Option<Pattern>")]
         stdout_matches: Option<String>,
         stderr_empty: Option<bool>,
     },
     User {
         user: String,
+        #[schemars(default = "defaults::yes")]
         exists: bool,
+        #[serde(default)]
         groups: Vec<String>,
         shell: Option<String>,
     },
@@ -825,11 +872,16 @@ fn read_check_kind(kind: &str, o: &mut ObjectReader, cx: &mut Cx) -> Option<Chec
 
 // ---------------------------------------------------------------- export
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Export {
+    #[schemars(default = "defaults::formats")]
     pub formats: Vec<FormatSpec>,
+    #[schemars(default = "defaults::checksums")]
     pub checksums: Vec<DigestAlgo>,
+    #[serde(default)]
     pub publish: Vec<Publish>,
+    #[schemars(default = "defaults::verify_on")]
     pub verify_on: VerifyOn,
 }
 
@@ -844,7 +896,7 @@ impl Default for Export {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VerifyOn {
     FreshBoot,
@@ -902,7 +954,7 @@ fn check_export(e: &Export, node: &Node, cx: &mut Cx) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DiskFormat {
     Qcow2,
@@ -913,7 +965,7 @@ pub enum DiskFormat {
     Vpc,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
@@ -921,7 +973,7 @@ pub enum Compression {
     Zstd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamCompression {
     Zstd,
@@ -929,7 +981,8 @@ pub enum StreamCompression {
     Gzip,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct FormatSpec {
     pub format: DiskFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -990,7 +1043,7 @@ impl Decode for FormatSpec {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Publish {
     Local { path: TemplatePath },
