@@ -32,6 +32,9 @@ fn committed_schema_is_the_generated_one() {
     assert_eq!(committed.trim(), generated_schema().trim(), "run `imgbuild schema > docs/imgbuild.schema.json`");
 }
 
+/// A change that makes a valid template invalid.
+type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn every_example_template_validates_and_mistakes_do_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,7 +56,7 @@ fn every_example_template_validates_and_mistakes_do_not() {
 
     let example = std::fs::read_to_string(&documents[0]).unwrap();
     let value: serde_json::Value = serde_json::from_str(&example).unwrap();
-    let mistakes: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let mistakes: Vec<(&str, Mutation)> = vec![
         ("unknown top-level field", Box::new(|v| v["nmae"] = "x".into())),
         ("unknown builder field", Box::new(|v| v["builder"]["memroy"] = "1G".into())),
         ("bad size", Box::new(|v| v["builder"]["memory"] = "1X".into())),
