@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::{self, BuildSettings, BuildState};
 use crate::cli::{BuildArgs, Cli, Command, InspectArgs, OnErrorArg, ValidateArgs, VarArgs};
+use crate::communicator::KeyPair;
 use crate::error::{ExitCode, chain};
 use crate::runner::{OnError, Outcome, RunFailure, Runner};
 use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs, diag::display_path};
@@ -61,11 +62,20 @@ pub fn new_build_id() -> String {
     format!("{now}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
+/// The SSH key of this invocation's build. It exists before the template is
+/// read so `{{ build.ssh_public_key }}` can go into installer answer files.
+fn build_key() -> Result<Arc<KeyPair>, String> {
+    static KEY: std::sync::OnceLock<Result<Arc<KeyPair>, String>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| KeyPair::generate().map(Arc::new).map_err(|e| chain(&e))).clone()
+}
+
 fn load_options(vars: &VarArgs, build_id: String, version_override: Option<String>) -> Result<LoadOptions, String> {
+    let ssh_public_key = build_key()?.public_openssh(&format!("imgbuild-{build_id}"));
     Ok(LoadOptions {
         vars: VarInputs { cli: VarInputs::parse_cli(&vars.vars)?, files: vars.var_files.clone(), use_env: true },
         build_id,
         version_override,
+        ssh_public_key,
     })
 }
 
@@ -160,6 +170,7 @@ async fn build(args: BuildArgs) -> ExitCode {
     settings.junit = args.junit.clone();
     settings.keep_on_error = on_error == OnError::Abort;
     let mut state = BuildState::new(loaded.clone(), settings, version);
+    state.machine.key = build_key().ok();
     let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
     if !outcome.kept.is_empty() {
         state.keep_resources();

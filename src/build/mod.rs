@@ -105,8 +105,10 @@ impl BuildState {
 pub enum PlanError {
     #[error("provisioner {index} (`{kind}`) needs a machine, but the `null` builder boots none; use `shell-local`")]
     NeedsMachine { index: usize, kind: &'static str },
-    #[error("`iso` sources (installer boots with boot_command) are not supported yet; use a `cloud-image` source")]
-    IsoUnsupported,
+    #[error(
+        "provisioner {index} (`{kind}`) needs SSH, but `communicator` is `none`; use `shell-local` or `communicator: ssh`"
+    )]
+    NeedsCommunicator { index: usize, kind: &'static str },
 }
 
 /// The ordered steps of a build.
@@ -121,31 +123,38 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
     }
     match &template.builder {
         Builder::Null => {
-            if let Some((index, p)) = template
-                .provisioners
-                .iter()
-                .enumerate()
-                .find(|(_, p)| !matches!(p.kind, ProvisionerKind::ShellLocal(_)))
-            {
-                return Err(PlanError::NeedsMachine { index, kind: p.kind.type_name() });
+            if let Some((index, kind)) = needs_machine(template) {
+                return Err(PlanError::NeedsMachine { index, kind });
             }
             steps.extend(provision_steps(loaded));
         }
-        Builder::Qemu(_) => {
-            if matches!(template.source, Some(crate::template::Source::Iso { .. })) {
-                return Err(PlanError::IsoUnsupported);
-            }
+        Builder::Qemu(q) => {
             steps.push(Box::new(qemu::CreateDisk));
             steps.push(Box::new(qemu::CreateSeed));
+            if q.http_directory.is_some() || !q.http_content.is_empty() {
+                steps.push(Box::new(qemu::iso::StartHttp));
+            }
             steps.push(Box::new(qemu::Launch));
-            steps.push(Box::new(qemu::WaitSsh));
-            steps.extend(provision_steps(loaded));
+            if !q.boot_command.is_empty() {
+                steps.push(Box::new(qemu::iso::TypeBootCommand));
+            }
             let checks = !template.verify.is_empty();
             let on_build_vm = template.export.verify_on == crate::template::VerifyOn::BuildVm;
-            if checks && on_build_vm {
-                steps.push(Box::new(verify_step::Verify { target: verify_step::Target::BuildVm }));
+            if q.communicator == crate::template::Communicator::None {
+                // No machine to talk to: only host-side steps, after the guest powered off.
+                if let Some((index, p)) = needs_machine(template) {
+                    return Err(PlanError::NeedsCommunicator { index, kind: p });
+                }
+                steps.push(Box::new(qemu::iso::WaitForPowerOff));
+                steps.extend(provision_steps(loaded));
+            } else {
+                steps.push(Box::new(qemu::WaitSsh));
+                steps.extend(provision_steps(loaded));
+                if checks && on_build_vm {
+                    steps.push(Box::new(verify_step::Verify { target: verify_step::Target::BuildVm }));
+                }
+                steps.push(Box::new(qemu::Shutdown));
             }
-            steps.push(Box::new(qemu::Shutdown));
             steps.push(Box::new(publish::Export));
             if checks && !on_build_vm {
                 steps.push(Box::new(verify_step::Verify { target: verify_step::Target::Exported }));
@@ -154,6 +163,16 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
         }
     }
     Ok(steps)
+}
+
+/// The first provisioner that needs a running machine (anything but `shell-local`).
+fn needs_machine(template: &crate::template::Template) -> Option<(usize, &'static str)> {
+    template
+        .provisioners
+        .iter()
+        .enumerate()
+        .find(|(_, p)| !matches!(p.kind, ProvisionerKind::ShellLocal(_)))
+        .map(|(i, p)| (i, p.kind.type_name()))
 }
 
 fn provision_steps(loaded: &Loaded) -> Vec<Box<dyn Step<BuildState>>> {

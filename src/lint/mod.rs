@@ -156,7 +156,7 @@ pub struct LintOptions {
 /// Loads and lints one template. A template that does not load is an error
 /// carrying the loader's diagnostics.
 pub fn lint_path(path: &Path, options: &LintOptions) -> Result<Report, TemplateError> {
-    let load = LoadOptions { vars: options.vars.clone(), build_id: "lint".into(), version_override: None };
+    let load = LoadOptions { vars: options.vars.clone(), build_id: "lint".into(), ..Default::default() };
     let (loaded, unset) = match template::load(path, &load) {
         Ok(loaded) => (loaded, Vec::new()),
         Err(first @ TemplateError::Invalid(_)) => {

@@ -40,7 +40,10 @@ impl InterpError {
                 "set it with `--var {name}=...`, a `--var-file`, or the environment variable IMGBUILD_VAR_{name}"
             )),
             InterpError::Unknown(_) => {
-                Some("available: var.NAME, env.NAME, build.name, build.version, build.id, template_dir".into())
+                Some(
+                "available: var.NAME, env.NAME, build.name, build.version, build.id, build.ssh_public_key, template_dir"
+                    .into(),
+            )
             }
             InterpError::NotAvailable(what) if what.starts_with("http.") => {
                 Some("`http.*` works only in `boot_command` and `http_content`".into())
@@ -70,6 +73,8 @@ pub struct BuildVars {
     pub name: String,
     pub version: String,
     pub id: String,
+    /// The per-build SSH public key, for installer answer files.
+    pub ssh_public_key: String,
 }
 
 impl Interpolator {
@@ -126,6 +131,7 @@ impl Interpolator {
             "name" => Ok(build.name.clone()),
             "version" => Ok(build.version.clone()),
             "id" => Ok(build.id.clone()),
+            "ssh_public_key" if !build.ssh_public_key.is_empty() => Ok(build.ssh_public_key.clone()),
             _ => Err(InterpError::Unknown(format!("build.{name}"))),
         }
     }
@@ -157,7 +163,12 @@ mod tests {
         vars.insert("pw".into(), VarValue::RequiredUnset);
         Interpolator {
             vars,
-            build: Some(BuildVars { name: "n".into(), version: "1.0.0".into(), id: "b1".into() }),
+            build: Some(BuildVars {
+                name: "n".into(),
+                version: "1.0.0".into(),
+                id: "b1".into(),
+                ssh_public_key: String::new(),
+            }),
             template_dir: "/t".into(),
         }
     }

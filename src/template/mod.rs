@@ -42,6 +42,8 @@ pub struct LoadOptions {
     pub build_id: String,
     /// `--set-version`: replaces the template's `version`.
     pub version_override: Option<String>,
+    /// The per-build SSH public key (`{{ build.ssh_public_key }}`).
+    pub ssh_public_key: String,
 }
 
 /// A template read, validated and interpolated.
@@ -114,6 +116,7 @@ fn decode_template(
             _ => "auto".into(),
         },
         id: options.build_id.clone(),
+        ssh_public_key: options.ssh_public_key.clone(),
     });
     let mut cx = Cx::new(file.clone(), &interp);
     let description = top.opt::<String>(&mut cx, "description");

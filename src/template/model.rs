@@ -372,6 +372,31 @@ pub struct QemuBuilder {
     #[serde(default)]
     #[schemars(schema_with = "defaults::cloud_init")]
     pub cloud_init: CloudInit,
+    /// Installer boots: wait this long after QEMU starts, then type `boot_command`.
+    #[schemars(default = "defaults::boot_wait")]
+    pub boot_wait: Dur,
+    /// Keys typed over QMP (Packer syntax: `<enter>`, `<wait5>`, `<leftShiftOn>`, literal text).
+    #[serde(default)]
+    pub boot_command: Vec<String>,
+    /// Pause between two key presses.
+    #[schemars(default = "defaults::boot_key_interval")]
+    pub boot_key_interval: Dur,
+    /// Files the guest can fetch from `{{ http.url }}` during the install.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_directory: Option<TemplatePath>,
+    /// URL path → content served at `{{ http.url }}/PATH` (may use `{{ http.* }}`).
+    #[serde(default)]
+    pub http_content: BTreeMap<String, String>,
+    /// `ssh` (default) or `none`: wait for the guest to power itself off.
+    #[schemars(default = "defaults::communicator")]
+    pub communicator: Communicator,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Communicator {
+    Ssh,
+    None,
 }
 
 impl QemuBuilder {
@@ -409,6 +434,34 @@ impl QemuBuilder {
         let shutdown_command = o.opt::<String>(cx, "shutdown_command").filter(|c| !c.trim().is_empty());
         let shutdown_timeout = o.or(cx, "shutdown_timeout", defaults::shutdown_timeout());
         let cloud_init = o.or(cx, "cloud_init", CloudInit::default());
+        let boot_wait = o.or(cx, "boot_wait", defaults::boot_wait());
+        let boot_command: Vec<String> = o
+            .node("boot_command")
+            .and_then(|n| {
+                cx.in_field("boot_command", |cx| {
+                    cx.with_mode(super::interp::Mode::KeepHttp, |cx| Decode::decode(n, cx))
+                })
+            })
+            .unwrap_or_default();
+        for (i, line) in boot_command.iter().enumerate() {
+            if let Err(e) = crate::builder::qemu::keys::parse(line) {
+                let span = o.node("boot_command").map(|n| n.span).unwrap_or(o.span);
+                cx.in_field("boot_command", |cx| cx.in_index(i, |cx| cx.error(span, e.to_string())));
+            }
+        }
+        let boot_key_interval = o.or(cx, "boot_key_interval", defaults::boot_key_interval());
+        let http_directory = o.opt(cx, "http_directory");
+        let http_content: BTreeMap<String, String> = o
+            .node("http_content")
+            .and_then(|n| {
+                cx.in_field("http_content", |cx| {
+                    cx.with_mode(super::interp::Mode::KeepHttp, |cx| Decode::decode(n, cx))
+                })
+            })
+            .unwrap_or_default();
+        let communicator = o.node("communicator").map_or(Some(Communicator::Ssh), |n| {
+            cx.in_field("communicator", |cx| one_of(n, cx, &[("ssh", Communicator::Ssh), ("none", Communicator::None)]))
+        });
         if cpus == 0 {
             cx.in_field("cpus", |cx| cx.error(o.span, "`cpus` must be at least 1"));
         }
@@ -427,6 +480,12 @@ impl QemuBuilder {
             shutdown_command,
             shutdown_timeout,
             cloud_init,
+            boot_wait,
+            boot_command,
+            boot_key_interval,
+            http_directory,
+            http_content,
+            communicator: communicator?,
         })
     }
 }

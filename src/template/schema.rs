@@ -169,6 +169,15 @@ pub fn formats() -> Vec<FormatSpec> {
 pub fn checksums() -> Vec<DigestAlgo> {
     Export::default().checksums
 }
+pub fn boot_wait() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+pub fn boot_key_interval() -> Dur {
+    Dur(Duration::from_millis(20))
+}
+pub fn communicator() -> Communicator {
+    Communicator::Ssh
+}
 pub fn verify_on() -> VerifyOn {
     VerifyOn::FreshBoot
 }

@@ -5,6 +5,9 @@
 //! launch → wait for SSH → (provisioners) → shutdown → capture.
 
 pub mod accel;
+pub mod http;
+pub mod iso;
+pub mod keys;
 pub mod qmp;
 pub mod seed;
 pub mod vm;
@@ -58,6 +61,10 @@ pub enum QemuError {
     Shutdown(String),
     #[error(transparent)]
     Missing(#[from] crate::build::MissingState),
+    #[error(transparent)]
+    Qmp(#[from] qmp::QmpError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
 }
 
 fn qemu_cfg(state: &BuildState) -> Result<&QemuBuilder, crate::build::MissingState> {
@@ -114,12 +121,18 @@ impl Step<BuildState> for CreateDisk {
         let work = BuildState::require(&state.work_dir, "the work directory")?;
         let source = BuildState::require(&state.source, "the source image")?;
         let disk = work.join("disk.qcow2");
-        let base_format = image_format(&source.path).await?;
         let mut cmd = Command::new("qemu-img");
-        cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"]).arg(&source.path).arg(&disk);
-        if let Some(size) = q.disk_size {
-            let base_size = virtual_size(&source.path).await?;
-            cmd.arg(size.bytes().max(base_size).to_string());
+        if matches!(state.loaded.template.source, Some(Source::Iso { .. })) {
+            // An installer writes a blank disk; the ISO is attached as a CD-ROM.
+            let size = q.disk_size.map_or(8 << 30, |s| s.bytes());
+            cmd.args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg(size.to_string());
+        } else {
+            let base_format = image_format(&source.path).await?;
+            cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"]).arg(&source.path).arg(&disk);
+            if let Some(size) = q.disk_size {
+                let base_size = virtual_size(&source.path).await?;
+                cmd.arg(size.bytes().max(base_size).to_string());
+            }
         }
         run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
         state.machine.disk = Some(disk);
@@ -155,7 +168,11 @@ impl Step<BuildState> for CreateSeed {
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
         let q = qemu_cfg(state)?;
         let work = BuildState::require(&state.work_dir, "the work directory")?.clone();
-        let key = Arc::new(KeyPair::generate().map_err(QemuError::from)?);
+        // The key may exist already: `{{ build.ssh_public_key }}` needs it when the template is read.
+        let key = match &state.machine.key {
+            Some(k) => k.clone(),
+            None => Arc::new(KeyPair::generate().map_err(QemuError::from)?),
+        };
         let key_path = work.join("id_ed25519");
         seed::write_private(&key_path, key.private_openssh_pem().map_err(QemuError::from)?.as_bytes())
             .map_err(QemuError::from)?;
@@ -219,7 +236,10 @@ impl Step<BuildState> for Launch {
             disk: BuildState::require(&state.machine.disk, "the disk")?.clone(),
             disk_interface: q.disk_interface,
             seed: state.machine.seed.clone(),
-            cdrom: None,
+            cdrom: match &state.loaded.template.source {
+                Some(Source::Iso { .. }) => state.source.as_ref().map(|s| s.path.clone()),
+                _ => None,
+            },
             firmware: q.firmware,
             extra_args: q.qemu_args.clone(),
             guest_ssh_port: q.ssh.port,
@@ -328,14 +348,15 @@ pub async fn boot_fresh(
     let mut cmd = Command::new("qemu-img");
     cmd.args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"]).arg(image).arg(&disk);
     run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
-    let key = Arc::new(KeyPair::generate()?);
     let seed_path = work.join(format!("{tag}-seed.img"));
-    let seed = match wants_seed(state, q) {
-        true => {
+    // A cloud image gets a fresh seed and key; an installed image already holds the build key.
+    let (key, seed) = match (wants_seed(state, q), &state.machine.key) {
+        (false, Some(key)) => (key.clone(), None),
+        _ => {
+            let key = Arc::new(KeyPair::generate()?);
             write_seed(state, q, &key, &seed_path, tag)?;
-            Some(seed_path)
+            (key, Some(seed_path))
         }
-        false => None,
     };
     let cfg = VmConfig {
         qemu_binary: q.qemu_binary.clone(),
@@ -463,6 +484,8 @@ pub struct Shutdown;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShutdownMethod {
+    /// The guest powered itself off (`communicator: none`).
+    Guest,
     Command,
     Acpi,
     Killed,
@@ -487,7 +510,7 @@ impl Step<BuildState> for Shutdown {
                 ))
                 .into());
             }
-            ShutdownMethod::Command => ui::info("guest powered off (shutdown_command)"),
+            ShutdownMethod::Command | ShutdownMethod::Guest => ui::info("guest powered off (shutdown_command)"),
             ShutdownMethod::Acpi => ui::info("guest powered off (ACPI power-down)"),
         }
         state.machine.shutdown = Some(method);
@@ -540,6 +563,7 @@ pub struct MachineState {
     pub ssh: Option<SshClient>,
     pub host_key: Option<String>,
     pub shutdown: Option<ShutdownMethod>,
+    pub http: Option<Arc<http::HttpServer>>,
     pub launched_at: Option<std::time::Instant>,
     /// QEMU start to SSH ready on the build VM.
     pub boot_time: Option<Duration>,
