@@ -12,7 +12,7 @@ packages=(
     binutils cpio gzip xz-utils fdisk dosfstools mtools syslinux syslinux-common e2fsprogs util-linux
     # A real sshd for the communicator tests, and the ssh client for --on-error abort checks.
     openssh-server openssh-sftp-server openssh-client
-    python3 python3-venv git ca-certificates
+    python3 python3-venv git ca-certificates jq
 )
 
 # Python tools the tests use as real consumers and servers, in a private venv.

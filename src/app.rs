@@ -34,7 +34,9 @@ pub fn run(cli: Cli) -> i32 {
         match cli.command {
             Command::Build(args) => build(args).await,
             Command::Validate(args) => validate(&args),
+            Command::Inspect(args) if args.digest => inspect_digest(&args).await,
             Command::Inspect(args) => inspect(&args),
+            Command::Changed(args) => crate::changed::run(&args),
             Command::Test(args) => test(args).await,
             Command::Versions(args) => crate::store::cli::versions(&args),
             Command::Show(args) => crate::store::cli::show(&args),
@@ -120,6 +122,38 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     worst
 }
 
+async fn inspect_digest(args: &InspectArgs) -> ExitCode {
+    let loaded = match load(&args.template, &args.vars, None) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match input_digest(&loaded, &args.vars.var_files).await {
+        Ok(d) if ui::is_json() => ui::print_stdout(&d.to_json().to_string()),
+        Ok(d) => ui::print_stdout(&d.render_text()),
+        Err(code) => return code,
+    }
+    ExitCode::Success
+}
+
+/// The input digest; an unreadable input is a usage error, an unreachable checksum list a failure.
+async fn input_digest(
+    loaded: &Loaded,
+    var_files: &[std::path::PathBuf],
+) -> Result<crate::digest::InputDigest, ExitCode> {
+    let fetcher = crate::source::Fetcher::new(crate::source::Fetcher::default_cache_dir(), std::sync::Arc::new(|_| {}))
+        .map_err(|e| {
+            report_error(&chain(&e));
+            ExitCode::BuildFailed
+        })?;
+    crate::digest::input_digest(loaded, var_files, &fetcher).await.map_err(|e| {
+        report_error(&chain(&e));
+        match e {
+            crate::digest::DigestError::Source(_) => ExitCode::BuildFailed,
+            _ => ExitCode::Usage,
+        }
+    })
+}
+
 fn inspect(args: &InspectArgs) -> ExitCode {
     let loaded = match load(&args.template, &args.vars, None) {
         Ok(l) => l,
@@ -144,6 +178,16 @@ async fn build(args: BuildArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let digest = match input_digest(&loaded, &args.vars.var_files).await {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if args.if_changed
+        && !args.force
+        && let Some(code) = skip_if_unchanged(&loaded, &store, &digest, &args)
+    {
+        return code;
+    }
     let loaded = Arc::new(loaded);
     let steps = match build::plan(&loaded) {
         Ok(steps) => steps,
@@ -171,13 +215,87 @@ async fn build(args: BuildArgs) -> ExitCode {
     settings.keep_on_error = on_error == OnError::Abort;
     let mut state = BuildState::new(loaded.clone(), settings, version);
     state.machine.key = build_key().ok();
+    state.input_digest = Some(digest);
     let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
+    if let Some(path) = &args.metrics_file {
+        write_build_metrics(path, &state, &outcome, started.elapsed());
+    }
     if !outcome.kept.is_empty() {
         state.keep_resources();
     }
     drop(state);
     signals.abort();
     finish(outcome, started)
+}
+
+/// `--if-changed`: `Some(exit code)` when the latest published version was
+/// built from exactly these inputs, so there is nothing to do.
+fn skip_if_unchanged(
+    loaded: &Loaded,
+    store_dir: &Path,
+    digest: &crate::digest::InputDigest,
+    args: &BuildArgs,
+) -> Option<ExitCode> {
+    let name = &loaded.template.name;
+    let store = crate::store::LocalStore::open_existing(store_dir).ok()?;
+    let Some(version) = crate::digest::up_to_date(&store, name, &digest.digest) else {
+        if let Ok((_, latest)) = store.resolve(name)
+            && let Ok(manifest) = store.manifest(name, &latest)
+        {
+            let changed = crate::digest::changed_parts(&crate::digest::manifest_parts(&manifest), &digest.parts);
+            if !changed.is_empty() {
+                ui::info(format!("inputs changed since {name}@{latest}: {}", changed.join(", ")));
+            }
+        }
+        return None;
+    };
+    ui::info(format!("{name}@{version} is up to date (input digest {}); nothing to build", digest.digest));
+    if let Some(path) = &args.metrics_file {
+        let bytes = store.manifest(name, &version).map(|m| crate::metrics::manifest_artifact_bytes(&m)).unwrap_or(0);
+        let m = crate::metrics::BuildMetrics {
+            name,
+            version: &version,
+            success: true,
+            duration: std::time::Duration::ZERO,
+            steps: &[],
+            artifact_bytes: bytes,
+            last_success: None,
+            up_to_date: true,
+        };
+        if let Err(e) = crate::metrics::write_metrics(path, &m) {
+            ui::warn(chain(&e));
+        }
+    }
+    Some(ExitCode::Success)
+}
+
+fn write_build_metrics(
+    path: &Path,
+    state: &BuildState,
+    outcome: &crate::runner::Outcome,
+    duration: std::time::Duration,
+) {
+    let success = outcome.result.is_ok() && outcome.cleanup_errors.is_empty();
+    let artifact_bytes = state
+        .published
+        .as_ref()
+        .and_then(|dir| std::fs::read(dir.join("manifest.json")).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .map_or(0, |m| crate::metrics::manifest_artifact_bytes(&m));
+    let now = jiff::Timestamp::now().as_second().max(0) as u64;
+    let m = crate::metrics::BuildMetrics {
+        name: &state.loaded.template.name,
+        version: &state.version,
+        success,
+        duration,
+        steps: &outcome.timings,
+        artifact_bytes,
+        last_success: success.then_some(now),
+        up_to_date: false,
+    };
+    if let Err(e) = crate::metrics::write_metrics(path, &m) {
+        ui::warn(chain(&e));
+    }
 }
 
 /// `imgbuild test`: the verify block against an already published artifact.

@@ -4,7 +4,8 @@
 //! builds only those. See `docs/ci.md#imgbuild-changed`.
 //!
 //! A template's inputs are its own file, every `--var-file`, every host file
-//! or directory it reads (`script`, `scripts`, an upload's `source`) and a
+//! or directory it reads (`script`, `scripts`, an upload's `source`, the
+//! builder's `http_directory`) and a
 //! source or checksum list that is a local file. They are found by loading
 //! the template as `build` would (`--var`, `--var-file`, `IMGBUILD_VAR_*`).
 //! A required variable nobody set gets a placeholder value (as in `lint`),
@@ -281,7 +282,12 @@ fn template_inputs(path: &Path, vars: &VarInputs) -> Inputs {
 
 /// Loads as `build` would; unset required variables get placeholders.
 fn load_permissive(path: &Path, vars: &VarInputs) -> Option<Loaded> {
-    let options = LoadOptions { vars: vars.clone(), build_id: "changed".into(), version_override: None };
+    let options = LoadOptions {
+        vars: vars.clone(),
+        build_id: "changed".into(),
+        ssh_public_key: "ssh-ed25519 imgbuild-changed".into(),
+        ..Default::default()
+    };
     match template::load(path, &options) {
         Ok(loaded) => Some(loaded),
         Err(TemplateError::Invalid(_)) => {
@@ -327,6 +333,11 @@ fn members(node: &Node) -> &[(jsonc::Key, Node)] {
 
 fn from_loaded(loaded: &Loaded, inputs: &mut Inputs) {
     inputs.name = Some(loaded.template.name.clone());
+    if let template::Builder::Qemu(q) = &loaded.template.builder
+        && let Some(http) = q.http_directory.as_ref().filter(|p| !p.written.contains(UNSET))
+    {
+        inputs.files.push(http.resolved.clone());
+    }
     for p in &loaded.template.provisioners {
         let paths = match &p.kind {
             ProvisionerKind::Shell(s) => s.commands.files(),
@@ -368,6 +379,9 @@ fn from_raw(raw: &Node, dir: &Path, inputs: &mut Inputs) {
             _ => Vec::new(),
         }
     };
+    if let Some(http) = raw.get("builder").and_then(|b| b.get("http_directory")).and_then(Node::as_str) {
+        inputs.files.extend(resolve(http));
+    }
     if let Some(NodeKind::Array(provisioners)) = raw.get("provisioners").map(|n| &n.kind) {
         for p in provisioners {
             let mut written = strings(p.get("script"));

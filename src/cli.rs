@@ -86,6 +86,8 @@ pub enum Command {
     Fmt(crate::fmt::FmtArgs),
     /// Print the template JSON Schema (2020-12), for editors and validators
     Schema,
+    /// List the templates whose build inputs changed since a git ref (for CI matrices)
+    Changed(crate::changed::ChangedArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -116,6 +118,15 @@ pub struct BuildArgs {
     /// Write the verify results as JUnit XML to this file
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Skip the build (exit 0) when the inputs equal those of the latest published version
+    #[arg(long)]
+    pub if_changed: bool,
+    /// With --if-changed: build even when nothing changed
+    #[arg(long, requires = "if_changed")]
+    pub force: bool,
+    /// Write Prometheus textfile-collector metrics (durations, success, size) to this file
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +167,9 @@ pub struct InspectArgs {
     pub template: PathBuf,
     #[command(flatten)]
     pub vars: VarArgs,
+    /// Print the digest over all build inputs (template, referenced files, var-files, source digest)
+    #[arg(long)]
+    pub digest: bool,
 }
 
 /// Parses arguments, turning `imgbuild [OPTIONS] FILE ...` into `imgbuild build FILE ...`.

@@ -16,13 +16,14 @@
 //! * `source`: the digest the source must have: the written digest, the one a
 //!   `file:` checksum list gives *now* (a republished upstream image is a
 //!   change), or for `checksum: none` the URL.
-//! * every host file a provisioner reads (`script`, `scripts`, an upload's
-//!   `source`; directories walked in sorted order, relative names, contents
-//!   and the executable bit),
+//! * every host file the build reads (the builder's `http_directory`, a
+//!   provisioner's `script`, `scripts`, an upload's `source`; directories
+//!   walked in sorted order, relative names, contents and the executable bit),
 //! * every `--var-file`, byte for byte.
 //!
 //! Not in it: secrets (masked: a changed password alone does not rebuild),
-//! absolute paths, timestamps, the build id, the imgbuild version, and
+//! absolute paths, timestamps, the build id, the per-build SSH key, the
+//! imgbuild version, and
 //! `{{ env.* }}` values only where they are interpolated into the template.
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ use crate::template::{self, Direction, LoadOptions, Loaded, ProvisionerKind, Tem
 /// What `{{ template_dir }}` expanded to is replaced by this, and the build id by [`BUILD_ID_PLACEHOLDER`].
 pub const TEMPLATE_DIR_PLACEHOLDER: &str = "{{ template_dir }}";
 pub const BUILD_ID_PLACEHOLDER: &str = "{{ build.id }}";
+/// The per-build SSH key (`{{ build.ssh_public_key }}`) is new every build: it is replaced by this.
+pub const SSH_KEY_PLACEHOLDER: &str = "{{ build.ssh_public_key }}";
 
 /// Bumped when the way the digest is computed changes (every digest changes with it).
 const DIGEST_SCHEME: &str = "imgbuild-input-digest/1";
@@ -204,6 +207,7 @@ fn reload_canonical(loaded: &Loaded) -> Result<Loaded, DigestError> {
         },
         build_id: BUILD_ID_PLACEHOLDER.to_string(),
         version_override: None,
+        ssh_public_key: SSH_KEY_PLACEHOLDER.to_string(),
     };
     template::load(&loaded.path, &options).map_err(DigestError::Template)
 }
@@ -262,9 +266,15 @@ pub fn strip_dir(text: &str, dir: &str) -> String {
     out
 }
 
-/// Host files provisioners read: `(label, path)`, in template order.
+/// Host files the build reads: the builder's `http_directory`, then what
+/// provisioners read; `(label, path)`, in template order.
 fn host_files(loaded: &Loaded, dir: &str) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
+    if let template::Builder::Qemu(q) = &loaded.template.builder
+        && let Some(http) = &q.http_directory
+    {
+        out.push((format!("builder.http_directory {}", strip_dir(&http.written, dir)), http.resolved.clone()));
+    }
     for (i, p) in loaded.template.provisioners.iter().enumerate() {
         let (field, paths) = match &p.kind {
             ProvisionerKind::Shell(s) => ("script", s.commands.files()),

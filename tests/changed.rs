@@ -92,6 +92,19 @@ fn files() -> Vec<(&'static str, String)> {
             .into(),
         ),
         ("templates/files/broken.sh", "#!/bin/sh\necho broken\n".into()),
+        (
+            // An installer: the files its HTTP server serves are inputs.
+            "templates/installer.json",
+            format!(
+                r#"{{
+  "name": "installer",
+  "source": {{ "type": "iso", "url": "https://example.invalid/netinst.iso", "checksum": "{SHA}" }},
+  "builder": {{ "type": "qemu", "http_directory": "http", "cloud_init": false }},
+  "provisioners": [ {{ "type": "shell", "inline": ["echo {{{{ build.ssh_public_key }}}}"] }} ]
+}}"#
+            ),
+        ),
+        ("templates/http/preseed.cfg", "d-i debian-installer/locale string en_US\n".into()),
         ("provisioners/common.sh", "#!/bin/sh\necho common\n".into()),
         ("vars/prod.json", "{ \"role\": \"prod-web\" }\n".into()),
     ]
@@ -252,6 +265,15 @@ fn a_template_that_does_not_load_is_scanned() {
     let list = repo.changed_full("HEAD", &[], &[]);
     assert_eq!(paths(&list), ["templates/broken.json"]);
     assert_eq!(list[0].name, "broken", "the name is read from the raw JSON");
+}
+
+#[test]
+fn files_served_to_an_installer_count() {
+    let repo = Repo::new();
+    repo.append("templates/http/preseed.cfg", "d-i passwd/root-login boolean false\n");
+    let list = repo.changed_full("HEAD", &[], &[]);
+    assert_eq!(paths(&list), ["templates/installer.json"]);
+    assert_eq!(list[0].reasons, ["templates/http/preseed.cfg"]);
 }
 
 #[test]

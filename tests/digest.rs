@@ -103,6 +103,7 @@ async fn digest_with(template: &Path, opts: Opts) -> InputDigest {
         vars: VarInputs { cli: opts.cli, files: opts.var_files.clone(), use_env: false },
         build_id: opts.build_id,
         version_override: opts.version,
+        ssh_public_key: String::new(),
     };
     let loaded = template::load(template, &options).unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -375,6 +376,42 @@ async fn a_missing_script_is_an_error_naming_it() {
     let cache = tempfile::tempdir().unwrap();
     let err = input_digest(&loaded, &[], &fetcher(cache.path())).await.unwrap_err();
     assert!(err.to_string().contains("setup.sh"), "{err}");
+}
+
+#[tokio::test]
+async fn installer_inputs_count_and_the_per_build_key_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_tree(root);
+    let template = root.join("templates/installer.json");
+    let text = TEMPLATE
+        .replace(r#""ssh": { "username": "root" } }"#, r#""http_directory": "http", "cloud_init": false }"#)
+        .replace(
+            "echo {{ var.role }} {{ var.token }}",
+            "echo '{{ build.ssh_public_key }}' >> /root/.ssh/authorized_keys",
+        );
+    assert!(text.contains("http_directory") && text.contains("ssh_public_key"), "{text}");
+    std::fs::write(&template, text).unwrap();
+    std::fs::create_dir_all(root.join("templates/http")).unwrap();
+    std::fs::write(root.join("templates/http/preseed.cfg"), "d-i debian-installer/locale string en_US\n").unwrap();
+    let with_key = |key: &str| {
+        let options = LoadOptions {
+            vars: VarInputs::default(),
+            build_id: "b".into(),
+            version_override: None,
+            ssh_public_key: key.to_string(),
+        };
+        template::load(&template, &options).unwrap()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = fetcher(cache.path());
+    let one = input_digest(&with_key("ssh-ed25519 AAAAone build-1"), &[], &fetcher).await.unwrap();
+    let two = input_digest(&with_key("ssh-ed25519 AAAAtwo build-2"), &[], &fetcher).await.unwrap();
+    assert_eq!(one, two, "a new key every build");
+    assert_eq!(one.parts[2].0, "builder.http_directory http");
+    std::fs::write(root.join("templates/http/preseed.cfg"), "d-i debian-installer/locale string de_DE\n").unwrap();
+    let edited = input_digest(&with_key("ssh-ed25519 AAAAone build-3"), &[], &fetcher).await.unwrap();
+    assert_eq!(imgbuild::digest::changed_parts(&one.parts, &edited.parts), ["builder.http_directory http"]);
 }
 
 #[test]

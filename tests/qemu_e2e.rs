@@ -384,3 +384,44 @@ fn an_already_published_version_is_refused_before_the_build_starts() {
     assert!(!out.stderr.contains("launch VM"), "nothing may start: {}", out.stderr);
     env.assert_clean();
 }
+
+#[test]
+fn if_changed_skips_an_unchanged_rebuild_and_metrics_are_written() {
+    let _vm = vm_lock();
+    let env = Env::new();
+    let script = env.path().join("step.sh");
+    std::fs::write(&script, "echo step one > /etc/step\n").unwrap();
+    let t = env.write_template(
+        "t.json",
+        &template(&format!(r#"[ {{ "type": "shell", "script": "{}" }} ]"#, script.display()), "", true),
+    );
+    let metrics = env.path().join("imgbuild.prom");
+    let metrics_arg = metrics.to_str().unwrap();
+    let out = run(env.build_cmd(&t, &["--set-version", "1.0.0", "--metrics-file", metrics_arg]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(text.contains("imgbuild_build_success{name=\"e2e\"} 1"), "{text}");
+    assert!(text.contains("imgbuild_step_duration_seconds{name=\"e2e\",step=\"wait for SSH\"}"), "{text}");
+
+    // Same inputs: nothing to do, no VM started.
+    let out = run(env.build_cmd(&t, &["--set-version", "1.0.1", "--if-changed", "--metrics-file", metrics_arg]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("e2e@1.0.0 is up to date"), "{}", out.stderr);
+    assert!(!out.stderr.contains("launch VM"), "{}", out.stderr);
+    assert!(std::fs::read_to_string(&metrics).unwrap().contains("imgbuild_build_up_to_date{name=\"e2e\"} 1"));
+
+    // One changed byte in a referenced script changes the digest the manifest recorded.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.store().join("e2e/1.0.0/manifest.json")).unwrap()).unwrap();
+    std::fs::write(&script, "echo step 0ne > /etc/step\n").unwrap();
+    let mut c = imgbuild(env.path());
+    c.args(["--output", "json", "inspect", "--digest"])
+        .arg(&t)
+        .arg("--var")
+        .arg(format!("fixture_dir={}", fixture_dir().display()));
+    let out = run(c);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let now: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_ne!(now["digest"], manifest["input_digest"], "a changed script must change the input digest");
+    env.assert_clean();
+}

@@ -55,6 +55,8 @@ pub struct BuildState {
     pub export: Option<publish::ExportState>,
     pub verify_results: Option<serde_json::Value>,
     pub published: Option<PathBuf>,
+    /// Digest over every build input, recorded in the manifest for `--if-changed`.
+    pub input_digest: Option<crate::digest::InputDigest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,7 @@ impl BuildState {
             export: None,
             verify_results: None,
             published: None,
+            input_digest: None,
             loaded,
             settings,
             work_dir: None,

@@ -35,6 +35,12 @@ pub struct Manifest {
     pub verify: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// `sha256:` over all build inputs (`imgbuild inspect --digest`); `--if-changed` compares it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_digest: Option<String>,
+    /// The labelled parts of `input_digest`, so a rebuild can say what changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_parts: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +124,8 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         artifacts: artifacts.to_vec(),
         verify: None,
         parent: None,
+        input_digest: state.input_digest.as_ref().map(|d| d.digest.clone()),
+        input_parts: state.input_digest.as_ref().map(|d| d.parts_json()),
     }
 }
 
