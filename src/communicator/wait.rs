@@ -14,8 +14,10 @@ use super::ssh::{SshClient, SshTarget, format_addr};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of each connect + handshake + auth attempt in [`wait_for_ssh`].
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+// Probes are a loopback connect and a banner read: cheap enough to poll often,
+// and every 100 ms of granularity is time the build waits on a guest that is ready.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Bytes read while looking for the `SSH-` line (RFC 4253 allows lines before it).
 const BANNER_LIMIT: u64 = 16 * 1024;
 
@@ -53,7 +55,7 @@ async fn read_banner(host: &str, port: u16, addr: &str) -> Result<(), SshError> 
 ///
 /// Every failed attempt — including an authentication rejection, since a
 /// guest may apply its keys late — is passed to `on_attempt` and retried after
-/// a back-off of 200 ms doubling up to 2 s.
+/// a back-off of 100 ms doubling up to 500 ms.
 pub async fn wait_for_ssh(
     target: &SshTarget,
     overall: Duration,
