@@ -105,3 +105,16 @@ pub fn venv_python() -> PathBuf {
     assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
     python
 }
+
+/// The installer ISO fixture directory (installer.iso + SHA256SUMS), built once per test process.
+pub fn installer_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = repo_root().join("tests/fixtures/build-installer-iso.sh");
+        let out = std::process::Command::new("bash").arg(&script).output().expect("run installer fixture script");
+        assert!(out.status.success(), "installer ISO build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(stdout.lines().last().expect("iso path").trim()).parent().expect("iso dir").to_path_buf()
+    })
+    .clone()
+}

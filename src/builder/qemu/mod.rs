@@ -246,6 +246,7 @@ impl Step<BuildState> for Launch {
             dir: BuildState::require(&state.work_dir, "the work directory")?.clone(),
             tag: "build".into(),
             keepable: state.settings.keep_on_error,
+            vga: !q.boot_command.is_empty(),
         };
         state.machine.launched_at = Some(std::time::Instant::now());
         let vm = Arc::new(Vm::launch(&cfg).await.map_err(QemuError::from)?);
@@ -374,6 +375,7 @@ pub async fn boot_fresh(
         dir: work.clone(),
         tag: tag.to_string(),
         keepable: false,
+        vga: false,
     };
     let started = std::time::Instant::now();
     let vm = Arc::new(Vm::launch(&cfg).await?);

@@ -48,6 +48,8 @@ pub struct VmConfig {
     pub tag: String,
     /// With `--on-error abort` the VM must be able to outlive imgbuild.
     pub keepable: bool,
+    /// A VGA device: installers driven by `boot_command` read the keyboard on their console.
+    pub vga: bool,
 }
 
 pub struct Vm {
@@ -204,6 +206,9 @@ fn qemu_args(cfg: &VmConfig, port: u16, qmp: &Path, console: &Path) -> Result<Ve
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-name", &format!("imgbuild-{}", cfg.tag), "-nodefaults", "-display", "none"]);
+    if cfg.vga {
+        push(&["-vga", "std"]);
+    }
     push(&["-machine", &format!("{},accel={}", cfg.machine, cfg.accel.as_str())]);
     push(&["-cpu", if cfg.accel == Accel::Kvm { "host" } else { "max" }]);
     push(&["-smp", &cfg.cpus.to_string(), "-m", &format!("{}M", cfg.memory_mib)]);
