@@ -131,7 +131,9 @@ impl Interpolator {
             "name" => Ok(build.name.clone()),
             "version" => Ok(build.version.clone()),
             "id" => Ok(build.id.clone()),
-            "ssh_public_key" if !build.ssh_public_key.is_empty() => Ok(build.ssh_public_key.clone()),
+            // Tools that read templates without building (lint, changed) have no key: a stand-in.
+            "ssh_public_key" if build.ssh_public_key.is_empty() => Ok("ssh-ed25519 <per-build key>".into()),
+            "ssh_public_key" => Ok(build.ssh_public_key.clone()),
             _ => Err(InterpError::Unknown(format!("build.{name}"))),
         }
     }
