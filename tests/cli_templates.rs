@@ -120,7 +120,10 @@ fn examples_validate() {
         }
         let mut c = imgbuild(dir.path());
         // Examples that boot the test fixture name its directory in a variable.
-        c.arg("validate").arg(&path).env("IMGBUILD_VAR_fixture_dir", "/nonexistent").env("IMGBUILD_VAR_installer_dir", "/nonexistent");
+        c.arg("validate")
+            .arg(&path)
+            .env("IMGBUILD_VAR_fixture_dir", "/nonexistent")
+            .env("IMGBUILD_VAR_installer_dir", "/nonexistent");
         let out = run(c);
         assert_eq!(out.code, 0, "{}: {}", path.display(), out.stderr);
         checked += 1;

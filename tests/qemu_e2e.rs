@@ -197,6 +197,15 @@ fn wrong_password_times_out_with_console_tail() {
     env.assert_clean();
 }
 
+/// A build whose host-side step marks that the VM is up, then a guest step that sleeps.
+fn sleeping_build(env: &Env, marker: &Path) -> PathBuf {
+    let provisioners = format!(
+        r#"[ {{ "type": "shell-local", "inline": ["touch {}"] }}, {{ "type": "shell", "inline": ["sleep 600"] }} ]"#,
+        marker.display()
+    );
+    env.write_template("t.json", &template(&provisioners, "", true))
+}
+
 fn spawn_build(env: &Env, template: &Path, extra: &[&str]) -> std::process::Child {
     let mut c = env.build_cmd(template, extra);
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -213,19 +222,7 @@ fn qemu_killed_mid_provision_fails_fast() {
     let _vm = vm_lock();
     let env = Env::new();
     let marker = env.path().join("started");
-    // The host-side step marks that the VM is up; the guest step then sleeps.
-    let t = env.write_template(
-        "t.json",
-        &template(
-            &format!(
-                r#"[ {{ "type": "shell-local", "inline": ["touch {}"] }},
-                    {{ "type": "shell", "inline": ["sleep 600"] }} ]"#,
-                marker.display()
-            ),
-            "",
-            true,
-        ),
-    );
+    let t = sleeping_build(&env, &marker);
     let child = spawn_build(&env, &t, &[]);
     wait_for_marker(&env, &marker);
     std::thread::sleep(Duration::from_secs(2));
@@ -247,18 +244,7 @@ fn sigint_during_provisioning_exits_130_and_cleans_up() {
     let _vm = vm_lock();
     let env = Env::new();
     let marker = env.path().join("started");
-    let t = env.write_template(
-        "t.json",
-        &template(
-            &format!(
-                r#"[ {{ "type": "shell-local", "inline": ["touch {}"] }},
-                    {{ "type": "shell", "inline": ["sleep 600"] }} ]"#,
-                marker.display()
-            ),
-            "",
-            true,
-        ),
-    );
+    let t = sleeping_build(&env, &marker);
     let child = spawn_build(&env, &t, &[]);
     wait_for_marker(&env, &marker);
     std::thread::sleep(Duration::from_secs(2));

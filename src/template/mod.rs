@@ -63,12 +63,19 @@ pub struct Loaded {
 const TOP_LEVEL_REQUIRED: [&str; 2] = ["name", "builder"];
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, TemplateError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let file = SourceFile::new(path.clone(), text);
-    let raw = jsonc::parse(&file.text).map_err(|e| {
+    let (file, raw) = read_json_file(&path)?;
+    let (template, variable_values) = decode_template(&raw, &file, &dir, options)?;
+    Ok(Loaded { template, path, dir, file, raw, build_id: options.build_id.clone(), variable_values })
+}
+
+/// Reads and parses a JSON-with-comments file; a syntax error becomes a diagnostic.
+pub(crate) fn read_json_file(path: &Path) -> Result<(Arc<SourceFile>, Node), TemplateError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
+    let file = SourceFile::new(path.to_path_buf(), text);
+    let node = jsonc::parse(&file.text).map_err(|e| {
         TemplateError::Invalid(Diagnostics(vec![Diagnostic {
             file: file.clone(),
             span: e.span,
@@ -77,8 +84,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, TemplateError>
             help: None,
         }]))
     })?;
-    let (template, variable_values) = decode_template(&raw, &file, &dir, options)?;
-    Ok(Loaded { template, path, dir, file, raw, build_id: options.build_id.clone(), variable_values })
+    Ok((file, node))
 }
 
 fn decode_template(

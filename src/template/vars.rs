@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use super::TemplateError;
 use super::decode::Cx;
-use super::diag::{Diagnostic, Diagnostics, SourceFile, did_you_mean};
+use super::diag::{Diagnostics, did_you_mean};
 use super::interp::{Interpolator, VarValue};
-use super::jsonc::{self, Node, NodeKind};
+use super::jsonc::{Node, NodeKind};
 use super::model::{VarShown, Variable};
 use crate::redact;
 
@@ -141,18 +141,7 @@ fn read_var_file(
     declared: &BTreeMap<String, Option<String>>,
     base_interp: &Interpolator,
 ) -> Result<Vec<(String, String)>, TemplateError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
-    let file = SourceFile::new(path.to_path_buf(), text);
-    let node = jsonc::parse(&file.text).map_err(|e| {
-        TemplateError::Invalid(Diagnostics(vec![Diagnostic {
-            file: file.clone(),
-            span: e.span,
-            path: String::new(),
-            message: e.message,
-            help: None,
-        }]))
-    })?;
+    let (file, node) = super::read_json_file(path)?;
     let mut cx = Cx::new(file.clone(), base_interp);
     let mut out = Vec::new();
     match &node.kind {
