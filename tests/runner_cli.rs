@@ -114,3 +114,32 @@ fn example_null_template_runs() {
     assert!(out.stderr.contains("hello from hello-null 0.1.0"), "{}", out.stderr);
     assert!(!out.stderr.contains("not-a-real-secret"), "{}", out.stderr);
 }
+
+#[test]
+fn a_second_interrupt_does_not_cut_cleanup_short_and_sigterm_counts_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    // The cleanup of the work dir is slowed by a big tree, so the second signal lands during cleanup.
+    let t = write(
+        dir.path(),
+        &format!(
+            r#"{{ "name": "sig2", "version": "1.0.0", "builder": {{ "type": "null" }},
+               "provisioners": [ {{ "type": "shell-local", "inline": [
+                 "for i in $(seq 1 2000); do mkdir -p \"$IMGBUILD_BUILD_DIR/t/$i\"; done",
+                 "touch {}", "sleep 300"] }} ] }}"#,
+            started.display()
+        ),
+    );
+    let mut cmd = imgbuild(dir.path());
+    cmd.arg("build").arg(&t).stdout(Stdio::null()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    assert!(wait_until(Duration::from_secs(60), || started.exists()), "step never started");
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(leftover_work_dirs(dir.path()).is_empty(), "cleanup was cut short:\n{stderr}");
+}
