@@ -396,6 +396,20 @@ fn version_text(v: &template::VersionSpec) -> String {
     }
 }
 
+/// Per-step durations, slowest marked, for people reading a build log.
+fn print_step_summary(timings: &[crate::ui::events::StepTiming]) {
+    if timings.len() < 2 || ui::is_json() || ui::is_quiet() {
+        return;
+    }
+    let width = timings.iter().map(|t| t.step.len()).max().unwrap_or(0);
+    let slowest = timings.iter().map(|t| t.duration_ms).max().unwrap_or(0);
+    ui::eprintln_raw("    step timings:");
+    for t in timings {
+        let mark = if t.duration_ms == slowest { "  <- slowest" } else { "" };
+        ui::eprintln_raw(&format!("      {:width$}  {:>7}{mark}", t.step, ui::events::secs(t.duration_ms)));
+    }
+}
+
 /// Prints the summary and the `result` event; returns the exit code.
 fn finish(outcome: Outcome, started: Instant) -> ExitCode {
     let (status, code, error) = match (&outcome.result, outcome.cleanup_errors.is_empty()) {
@@ -413,6 +427,7 @@ fn finish(outcome: Outcome, started: Instant) -> ExitCode {
         ui::eprintln_raw(&format!("    left behind: {item}"));
     }
     let duration_ms = started.elapsed().as_millis() as u64;
+    print_step_summary(&outcome.timings);
     if status == Status::Success {
         ui::info(format!("finished in {}", ui::events::secs(duration_ms)));
     }

@@ -174,11 +174,11 @@ impl Step<BuildState> for CreateSeed {
             None => Arc::new(KeyPair::generate().map_err(QemuError::from)?),
         };
         let key_path = work.join("id_ed25519");
-        seed::write_private(&key_path, key.private_openssh_pem().map_err(QemuError::from)?.as_bytes())
-            .map_err(QemuError::from)?;
-        let wants_seed =
-            q.cloud_init.enabled && matches!(state.loaded.template.source, Some(Source::CloudImage { .. }));
-        if wants_seed {
+        let private = key.private_openssh_pem().map_err(QemuError::from)?;
+        // The private key only goes to a 0600 file; should it ever reach a log, it is masked.
+        crate::redact::register(&private);
+        seed::write_private(&key_path, private.as_bytes()).map_err(QemuError::from)?;
+        if wants_seed(state, q) {
             let seed_path = work.join("seed.img");
             write_seed(state, q, &key, &seed_path, "build")?;
             state.machine.seed = Some(seed_path);
