@@ -293,9 +293,10 @@ fn sha256_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
-/// A file's bytes, or a directory tree: every file's relative name (`/`
-/// separated), executable bit and bytes, in sorted order.
-fn hash_path(path: &Path) -> Result<String, DigestError> {
+/// `sha256:` of a file's bytes, or of a directory tree: every file's relative
+/// name (`/` separated), executable bit and bytes, in sorted order. The
+/// manifest records provisioner inputs with it too.
+pub fn hash_path(path: &Path) -> Result<String, DigestError> {
     let err = |p: &Path, source| DigestError::Read { path: p.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
     if !meta.is_dir() {

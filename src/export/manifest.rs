@@ -161,33 +161,11 @@ fn inline_lines(commands: &Commands) -> Option<String> {
     }
 }
 
-/// sha256 of a file, or of a directory tree (relative paths and contents, in order).
+/// sha256 hex of a file or a directory tree, as the input digest computes it.
 async fn hash_path(path: &Path) -> Option<String> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut hasher = sha2::Sha256::new();
-        hash_into(&path, &path, &mut hasher).ok()?;
-        Some(hex::encode(hasher.finalize()))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
-fn hash_into(root: &Path, path: &Path, hasher: &mut sha2::Sha256) -> std::io::Result<()> {
-    if path.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        entries.sort();
-        for entry in entries {
-            hash_into(root, &entry, hasher)?;
-        }
-        return Ok(());
-    }
-    let relative = path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned();
-    hasher.update(relative.as_bytes());
-    hasher.update([0]);
-    hasher.update(std::fs::read(path)?);
-    Ok(())
+    let digest = tokio::task::spawn_blocking(move || crate::digest::hash_path(&path)).await.ok()?.ok()?;
+    digest.strip_prefix("sha256:").map(str::to_string)
 }
 
 /// The commit of the template's repository and whether it has local changes.
