@@ -3,7 +3,7 @@
 //! Both are only written under the store lock, each with an atomic replace.
 //! The index is derived data: every write rebuilds it from the version
 //! directories on disk, so an index left stale by a crash heals on the next
-//! publish, promote or prune. Readers in this crate never trust it; it exists
+//! publish or prune (a promote changes no version list, so it leaves the index alone). Readers in this crate never trust it; it exists
 //! for outside tools (web listings, sync jobs).
 
 use std::collections::BTreeMap;
