@@ -286,12 +286,19 @@ fn on_error_abort_keeps_the_vm_and_says_how_to_reach_it() {
 fn two_builds_of_one_template_run_in_parallel() {
     let _vm = vm_lock();
     let env = Env::new();
-    let t = env.write_template("t.json", &template(r#"[ { "type": "shell", "inline": ["hostname"] } ]"#, "", true));
+    let text =
+        template(r#"[ { "type": "shell", "inline": ["hostname", "ls /dev/vda /dev/sda 2>/dev/null || true"] } ]"#, "", true);
+    let t = env.write_template("t.json", &text);
+    // The second build also covers another disk bus: virtio-scsi (the guest sees /dev/sda).
+    let scsi = text.replace(r#""type": "qemu","#, r#""type": "qemu", "disk_interface": "virtio-scsi","#);
+    let t_scsi = env.write_template("t-scsi.json", &scsi);
     let a = spawn_build(&env, &t, &["--set-version", "1.0.0"]);
-    let b = spawn_build(&env, &t, &["--set-version", "1.0.1"]);
-    for child in [a, b] {
+    let b = spawn_build(&env, &t_scsi, &["--set-version", "1.0.1"]);
+    for (child, disk) in [(a, "/dev/vda"), (b, "/dev/sda")] {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(&format!("provisioners[0]: {disk}")), "expected the root disk {disk}:\n{stderr}");
     }
     let mut versions = published_versions(&env.store(), "e2e");
     versions.sort();
