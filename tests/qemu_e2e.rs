@@ -286,8 +286,11 @@ fn on_error_abort_keeps_the_vm_and_says_how_to_reach_it() {
 fn two_builds_of_one_template_run_in_parallel() {
     let _vm = vm_lock();
     let env = Env::new();
-    let text =
-        template(r#"[ { "type": "shell", "inline": ["hostname", "ls /dev/vda /dev/sda 2>/dev/null || true"] } ]"#, "", true);
+    let text = template(
+        r#"[ { "type": "shell", "inline": ["hostname", "ls /dev/vda /dev/sda 2>/dev/null || true"] } ]"#,
+        "",
+        true,
+    );
     let t = env.write_template("t.json", &text);
     // The second build also covers another disk bus: virtio-scsi (the guest sees /dev/sda).
     let scsi = text.replace(r#""type": "qemu","#, r#""type": "qemu", "disk_interface": "virtio-scsi","#);
