@@ -37,12 +37,13 @@ pub fn run(cli: Cli) -> i32 {
             Command::Inspect(args) if args.digest => inspect_digest(&args).await,
             Command::Inspect(args) => inspect(&args),
             Command::Changed(args) => crate::changed::run(&args),
+            Command::Gc(args) => gc(&args).await,
             Command::Test(args) => test(args).await,
-            Command::Versions(args) => crate::store::cli::versions(&args),
-            Command::Show(args) => crate::store::cli::show(&args),
-            Command::Promote(args) => crate::store::cli::promote(&args),
-            Command::VerifyArtifact(args) => crate::store::cli::verify_artifact(&args),
-            Command::Prune(args) => crate::store::cli::prune(&args),
+            Command::Versions(args) => crate::store::cli::versions(&args).await,
+            Command::Show(args) => crate::store::cli::show(&args).await,
+            Command::Promote(args) => crate::store::cli::promote(&args).await,
+            Command::VerifyArtifact(args) => crate::store::cli::verify_artifact(&args).await,
+            Command::Prune(args) => crate::store::cli::prune(&args).await,
             Command::Lint(args) => crate::lint::run(&args),
             Command::Fmt(args) => crate::fmt::run(&args),
             Command::Schema => {
@@ -110,7 +111,15 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     for path in &args.templates {
         match load(path, &args.vars, None) {
             Ok(loaded) => match build::plan(&loaded) {
-                Ok(_) => ui::info(format!("{}: ok", display_path(path))),
+                Ok(_) => {
+                    if !cfg!(feature = "aws") && !build::publish::s3_targets(&loaded).is_empty() {
+                        ui::warn(format!(
+                            "{}: publishing to s3 needs AWS support, but this imgbuild was built without it (cargo feature `aws`)",
+                            display_path(path)
+                        ));
+                    }
+                    ui::info(format!("{}: ok", display_path(path)))
+                }
                 Err(e) => {
                     report_error(&format!("{}: {}", display_path(path), chain(&e)));
                     worst = ExitCode::Usage;
@@ -174,7 +183,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
 }
 
 async fn build(args: BuildArgs) -> ExitCode {
-    let (loaded, store, version) = match prepare(&args) {
+    let (loaded, store, version) = match prepare(&args).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -223,9 +232,10 @@ async fn build(args: BuildArgs) -> ExitCode {
     if !outcome.kept.is_empty() {
         state.keep_resources();
     }
+    let published = state.export.as_ref().map(|e| e.published.clone()).unwrap_or_default();
     drop(state);
     signals.abort();
-    finish(outcome, started)
+    finish(outcome, started, published)
 }
 
 /// `--if-changed`: `Some(exit code)` when the latest published version was
@@ -281,7 +291,13 @@ fn write_build_metrics(
         .as_ref()
         .and_then(|dir| std::fs::read(dir.join("manifest.json")).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .map_or(0, |m| crate::metrics::manifest_artifact_bytes(&m));
+        .map(|m| crate::metrics::manifest_artifact_bytes(&m))
+        // Published to S3 only: the artifacts as exported.
+        .or_else(|| {
+            let export = state.export.as_ref().filter(|e| !e.published.is_empty())?;
+            Some(export.artifacts.iter().map(|a| a.size).sum())
+        })
+        .unwrap_or(0);
     let now = jiff::Timestamp::now().as_second().max(0) as u64;
     let m = crate::metrics::BuildMetrics {
         name: &state.loaded.template.name,
@@ -332,7 +348,7 @@ async fn test(args: crate::cli::TestArgs) -> ExitCode {
     let outcome = Runner { cancel, on_error: OnError::Cleanup }.run(&steps, &mut state).await;
     drop(state);
     signals.abort();
-    finish(outcome, started)
+    finish(outcome, started, Vec::new())
 }
 
 /// The bootable image file of a published artifact (`NAME@X`, or `@X` for the template's name).
@@ -350,39 +366,84 @@ fn published_image(loaded: &Loaded, store_dir: &Path, spec: &str) -> Result<std:
         .ok_or_else(|| format!("{name}@{version} has no image file QEMU can boot"))
 }
 
+#[cfg(feature = "aws")]
+async fn gc(args: &crate::cli::GcArgs) -> ExitCode {
+    crate::builder::ec2::gc::run(args).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn gc(_: &crate::cli::GcArgs) -> ExitCode {
+    report_error("this imgbuild was built without AWS support (cargo feature `aws`)");
+    ExitCode::Usage
+}
+
 /// Loads the template and settles the version: `auto` becomes the next free
-/// date version in the store; an explicit version that is already published
-/// is refused before anything starts (published versions are immutable).
-fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String), ExitCode> {
+/// date version in the store(s); an explicit version that is already
+/// published (locally or in an S3 target) is refused before anything starts
+/// (published versions are immutable).
+async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String), ExitCode> {
     let loaded = load(&args.template, &args.vars, args.set_version.clone())?;
     let store_dir = build::publish::store_path(&loaded, args.store.as_ref());
     if matches!(loaded.template.builder, template::Builder::Null) {
         let version = version_text(&loaded.template.version);
         return Ok((loaded, store_dir, version));
     }
-    let store = crate::store::LocalStore::open(&store_dir).map_err(|e| {
-        report_error(&chain(&e));
-        ExitCode::BuildFailed
-    })?;
+    let local = build::publish::publishes_locally(&loaded);
+    if !local && args.store.is_some() {
+        ui::warn(
+            "--store is not used: the template publishes to S3 only (add a `local` publish target to keep a local copy)",
+        );
+    }
+    let store = match local {
+        true => Some(crate::store::LocalStore::open(&store_dir).map_err(|e| {
+            report_error(&chain(&e));
+            ExitCode::BuildFailed
+        })?),
+        false => None,
+    };
     let name = loaded.template.name.clone();
     match &loaded.template.version {
-        template::VersionSpec::Exact(v) if store.exists(&name, v) => {
-            report_error(&format!(
-                "{name}@{v} is already published in {}; published versions are immutable: change `version` or use --set-version",
-                store_dir.display()
-            ));
-            Err(ExitCode::Usage)
-        }
         template::VersionSpec::Exact(v) => {
+            if let Some(store) = &store
+                && store.exists(&name, v)
+            {
+                report_error(&format!(
+                    "{name}@{v} is already published in {}; published versions are immutable: change `version` or use --set-version",
+                    store_dir.display()
+                ));
+                return Err(ExitCode::Usage);
+            }
+            match build::publish::s3_precheck(&loaded, &name, v).await {
+                Ok(None) => {}
+                Ok(Some(exists)) => {
+                    report_error(&exists);
+                    return Err(ExitCode::Usage);
+                }
+                Err(e) => {
+                    report_error(&e);
+                    return Err(ExitCode::BuildFailed);
+                }
+            }
             let v = v.clone();
             Ok((loaded, store_dir, v))
         }
         template::VersionSpec::Auto => {
             let today = jiff::Zoned::now().date();
-            let next = store.next_auto_version(&name, today).map_err(|e| {
-                report_error(&chain(&e));
+            let fail = |e: String| {
+                report_error(&e);
                 ExitCode::BuildFailed
-            })?;
+            };
+            let local_next = match &store {
+                Some(store) => store.next_auto_version(&name, today).map_err(|e| fail(chain(&e)))?,
+                None => format!("{:04}.{:02}.{:02}.1", today.year(), today.month(), today.day()),
+            };
+            let s3_highest = build::publish::s3_highest_auto_number(&loaded, &name, today).await.map_err(fail)?;
+            let next = match local_next.rsplit_once('.').and_then(|(_, n)| n.parse::<u32>().ok()) {
+                Some(n) if n <= s3_highest => {
+                    format!("{:04}.{:02}.{:02}.{}", today.year(), today.month(), today.day(), s3_highest + 1)
+                }
+                _ => local_next,
+            };
             let reloaded = load_with_id(&args.template, &args.vars, Some(next.clone()), loaded.build_id.clone())?;
             Ok((reloaded, store_dir, next))
         }
@@ -411,7 +472,7 @@ fn print_step_summary(timings: &[crate::ui::events::StepTiming]) {
 }
 
 /// Prints the summary and the `result` event; returns the exit code.
-fn finish(outcome: Outcome, started: Instant) -> ExitCode {
+fn finish(outcome: Outcome, started: Instant, published: Vec<String>) -> ExitCode {
     let (status, code, error) = match (&outcome.result, outcome.cleanup_errors.is_empty()) {
         (_, false) => (Status::CleanupFailed, ExitCode::CleanupFailed, outcome.result.as_ref().err().map(|e| chain(e))),
         (Ok(()), true) => (Status::Success, ExitCode::Success, None),
@@ -431,6 +492,14 @@ fn finish(outcome: Outcome, started: Instant) -> ExitCode {
     if status == Status::Success {
         ui::info(format!("finished in {}", ui::events::secs(duration_ms)));
     }
-    ui::emit(Event::Result { status, exit_code: code.code(), duration_ms, error, steps: outcome.timings, left_behind });
+    ui::emit(Event::Result {
+        status,
+        exit_code: code.code(),
+        duration_ms,
+        error,
+        steps: outcome.timings,
+        left_behind,
+        published,
+    });
     code
 }

@@ -347,12 +347,12 @@ fn from_loaded(loaded: &Loaded, inputs: &mut Inputs) {
         };
         inputs.files.extend(paths.into_iter().filter(|p| !p.written.contains(UNSET)).map(|p| p.resolved.clone()));
     }
-    if let Some(source) = &loaded.template.source {
-        let checksum = match source.checksum() {
+    if let Some((url, checksum)) = loaded.template.source.as_ref().and_then(|s| s.download()) {
+        let checksum = match checksum {
             crate::source::Checksum::File(list) => Some(list.clone()),
             _ => None,
         };
-        for s in std::iter::once(source.url().to_string()).chain(checksum).filter(|s| !s.contains(UNSET)) {
+        for s in std::iter::once(url.to_string()).chain(checksum).filter(|s| !s.contains(UNSET)) {
             match Location::parse(&s, &loaded.dir) {
                 Ok(Location::File(path)) => {
                     inputs.source_refs.push(path.to_string_lossy().into_owned());

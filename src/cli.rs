@@ -88,6 +88,26 @@ pub enum Command {
     Schema,
     /// List the templates whose build inputs changed since a git ref (for CI matrices)
     Changed(crate::changed::ChangedArgs),
+    /// Delete EC2 resources left by dead or expired ec2 builds (tagged imgbuild:build-id)
+    Gc(GcArgs),
+}
+
+/// `imgbuild gc [--region R]… [--older-than 2h] [--dry-run]`
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Region to clean (repeatable); default: the AWS chain's region
+    #[arg(long, value_name = "REGION")]
+    pub region: Vec<String>,
+    /// Also delete resources created longer ago than this (e.g. `2h`), whatever their
+    /// expiry tag says; resources of builds still running on this machine are never touched
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<crate::template::units::Dur>,
+    /// List what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// An EC2-compatible endpoint (default: AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL)
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -130,17 +130,24 @@ pub async fn input_digest(
     let canonical = reload_canonical(loaded)?;
     let dir = loaded.dir.to_string_lossy().into_owned();
     let mut parts = vec![("template".to_string(), sha256_of(&template_json(&canonical, &dir)))];
-    if let Some(source) = &canonical.template.source {
-        let value = match source.checksum() {
-            Checksum::Digest(d) => d.to_string(),
-            Checksum::None => sha256_of(strip_dir(source.url(), &dir).as_bytes()),
-            list @ Checksum::File(_) => match fetcher.resolve_checksum(source.url(), list, &loaded.dir).await {
-                Ok(Some(d)) => d.to_string(),
-                Ok(None) => sha256_of(strip_dir(source.url(), &dir).as_bytes()),
-                Err(e) => return Err(DigestError::Source(e)),
-            },
-        };
-        parts.push(("source".to_string(), value));
+    match &canonical.template.source {
+        Some(crate::template::Source::Ami(ami)) => {
+            parts.push(("source".to_string(), sha256_of(ami.describe().as_bytes())))
+        }
+        Some(source) => {
+            let (url, checksum) = source.download().expect("file sources have a download");
+            let value = match checksum {
+                Checksum::Digest(d) => d.to_string(),
+                Checksum::None => sha256_of(strip_dir(url, &dir).as_bytes()),
+                list @ Checksum::File(_) => match fetcher.resolve_checksum(url, list, &loaded.dir).await {
+                    Ok(Some(d)) => d.to_string(),
+                    Ok(None) => sha256_of(strip_dir(url, &dir).as_bytes()),
+                    Err(e) => return Err(DigestError::Source(e)),
+                },
+            };
+            parts.push(("source".to_string(), value));
+        }
+        None => {}
     }
     let files = host_files(&canonical, &dir);
     let var_files: Vec<(String, PathBuf)> = var_files

@@ -437,7 +437,7 @@ fn key_order(ctx: Ctx) -> &'static [&'static str] {
         ],
         Ctx::Export => &["formats", "checksums", "verify_on", "publish"],
         Ctx::Format => &["format", "compression", "compress"],
-        Ctx::Publish => &["type", "path"],
+        Ctx::Publish => &["type", "path", "bucket", "prefix", "region", "endpoint_url", "part_size"],
         Ctx::Lint => &["ignore"],
         Ctx::Variables | Ctx::Keep => &[],
     }

@@ -57,6 +57,8 @@ pub struct BuildState {
     pub published: Option<PathBuf>,
     /// Digest over every build input, recorded in the manifest for `--if-changed`.
     pub input_digest: Option<crate::digest::InputDigest>,
+    #[cfg(feature = "aws")]
+    pub ec2: Option<crate::builder::ec2::Ec2State>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,8 @@ impl BuildState {
             work_dir: None,
             source: None,
             machine: Default::default(),
+            #[cfg(feature = "aws")]
+            ec2: None,
         }
     }
 
@@ -112,6 +116,12 @@ pub enum PlanError {
         "provisioner {index} (`{kind}`) needs SSH, but `communicator` is `none`; use `shell-local` or `communicator: ssh`"
     )]
     NeedsCommunicator { index: usize, kind: &'static str },
+    #[error("the `ec2` builder needs an `ami` source (`cloud-image` and `iso` sources are for `qemu`)")]
+    Ec2NeedsAmi,
+    #[error("an `ami` source needs the `ec2` builder")]
+    AmiNeedsEc2,
+    #[error("this imgbuild was built without AWS support (cargo feature `aws`), which the `ec2` builder needs")]
+    NoAwsSupport,
 }
 
 /// The ordered steps of a build.
@@ -121,10 +131,14 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
     if matches!(template.builder, Builder::Qemu(_)) {
         steps.push(Box::new(qemu::Preflight));
     }
-    if template.source.is_some() {
+    if template.source.as_ref().is_some_and(|s| s.download().is_some()) {
         steps.push(Box::new(FetchSource));
     }
+    let ami_source = matches!(template.source, Some(crate::template::Source::Ami(_)));
     match &template.builder {
+        Builder::Ec2(_) if !ami_source => return Err(PlanError::Ec2NeedsAmi),
+        Builder::Ec2(_) => steps.extend(ec2_steps(loaded)?),
+        _ if ami_source => return Err(PlanError::AmiNeedsEc2),
         Builder::Null => {
             if let Some((index, kind)) = needs_machine(template) {
                 return Err(PlanError::NeedsMachine { index, kind });
@@ -166,6 +180,31 @@ pub fn plan(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError
         }
     }
     Ok(steps)
+}
+
+/// An instance in EC2: provision, verify on the build instance (a fresh boot
+/// would be a second instance), stop, capture, copy, publish the AMI ids.
+#[cfg(feature = "aws")]
+fn ec2_steps(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError> {
+    use crate::builder::ec2;
+    let mut steps: Vec<Box<dyn Step<BuildState>>> =
+        vec![Box::new(ec2::Prepare), Box::new(ec2::CreateAccess), Box::new(ec2::Launch), Box::new(ec2::WaitSsh)];
+    steps.extend(provision_steps(loaded));
+    if !loaded.template.verify.is_empty() {
+        steps.push(Box::new(verify_step::Verify { target: verify_step::Target::BuildVm }));
+    }
+    steps.extend([
+        Box::new(ec2::Stop) as Box<dyn Step<BuildState>>,
+        Box::new(ec2::CreateAmi),
+        Box::new(ec2::CopyAmi),
+        Box::new(ec2::Publish),
+    ]);
+    Ok(steps)
+}
+
+#[cfg(not(feature = "aws"))]
+fn ec2_steps(_: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError> {
+    Err(PlanError::NoAwsSupport)
 }
 
 /// The first provisioner that needs a running machine (anything but `shell-local`).

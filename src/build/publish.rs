@@ -1,14 +1,15 @@
 //! Export and publish: the disk is converted straight into a staging
 //! directory inside the store, and the version appears in one atomic rename
-//! only after everything (verify included) has passed.
+//! only after everything (verify included) has passed. S3 targets are
+//! uploaded from that staging directory before the local rename.
 
 use std::path::PathBuf;
 
 use super::BuildState;
 use crate::export::{self, Artifact, manifest};
 use crate::runner::{BoxError, Step, StepContext};
-use crate::store::{LocalStore, Staging};
-use crate::template::{Loaded, Publish};
+use crate::store::{LocalStore, Staging, StoreError};
+use crate::template::{Loaded, Publish, S3Publish};
 use crate::ui;
 
 /// Where artifacts go: `--store`, then `IMGBUILD_STORE`, then the template's
@@ -25,15 +26,67 @@ pub fn store_path(loaded: &Loaded, cli_store: Option<&PathBuf>) -> PathBuf {
         .export
         .publish
         .iter()
-        .map(|Publish::Local { path }| path.resolved.clone())
-        .next()
+        .find_map(|p| match p {
+            Publish::Local { path } => Some(path.resolved.clone()),
+            Publish::S3(_) => None,
+        })
         .unwrap_or_else(|| PathBuf::from("artifacts"))
 }
 
-/// What the export step hands to verify and publish.
+/// The template's S3 publish targets.
+pub fn s3_targets(loaded: &Loaded) -> Vec<&S3Publish> {
+    loaded.template.export.publish.iter().filter_map(Publish::as_s3).collect()
+}
+
+/// Whether the build publishes into the local store: always without S3
+/// targets (a build always publishes somewhere); with S3 targets only when
+/// the template also lists a `local` target. The local store is then only
+/// where the files are staged for the upload, in the work directory.
+pub fn publishes_locally(loaded: &Loaded) -> bool {
+    let publish = &loaded.template.export.publish;
+    publish.iter().any(|p| matches!(p, Publish::Local { .. })) || !publish.iter().any(|p| matches!(p, Publish::S3(_)))
+}
+
+/// Errors of the publish step that are not the store's own.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A publish of the same version to S3 lost its race; the message names the location.
+    #[error("{name}@{version} already exists in {url} (published by another build)")]
+    ExistsInS3 { name: String, version: String, url: String },
+    /// Any other failure of an S3 target, with the target named.
+    #[error("cannot publish {name}@{version} to {url}")]
+    S3 {
+        name: String,
+        version: String,
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    /// Our upload was aborted under us, by another publisher of the same version.
+    #[error(
+        "cannot publish {name}@{version} to {url}: the upload was aborted, by another build publishing the same version"
+    )]
+    UploadTakenOver {
+        name: String,
+        version: String,
+        url: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{0}")]
+    StaleAge(String),
+}
+
+/// What the export step hands to verify and publish, and what publish
+/// leaves for the end of the build.
 pub struct ExportState {
-    pub staging: Staging,
+    /// `None` once published (renamed into the store, or removed after an
+    /// S3-only publish).
+    pub staging: Option<Staging>,
     pub artifacts: Vec<Artifact>,
+    /// Where the version was published: the local version directory and
+    /// `s3://bucket/prefix/NAME/VERSION/` URLs, in publish order.
+    pub published: Vec<String>,
 }
 
 pub struct Export;
@@ -46,7 +99,13 @@ impl Step<BuildState> for Export {
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
         let disk = BuildState::require(&state.machine.disk, "the disk")?.clone();
-        let store = LocalStore::open(&state.settings.store)?;
+        let store = if publishes_locally(&state.loaded) {
+            LocalStore::open(&state.settings.store)?
+        } else {
+            // S3 only: staged in the work directory, removed with it.
+            let work = BuildState::require(&state.work_dir, "the work directory")?;
+            LocalStore::open(&work.join("staging"))?
+        };
         let name = state.loaded.template.name.clone();
         // Checked again here: another build may have published this version meanwhile.
         let staging = store.begin(&name, &state.version)?;
@@ -62,7 +121,7 @@ impl Step<BuildState> for Export {
                 a.digests.get("sha256").map_or("-", |s| s)
             ));
         }
-        state.export = Some(ExportState { staging, artifacts });
+        state.export = Some(ExportState { staging: Some(staging), artifacts, published: Vec::new() });
         Ok(())
     }
 }
@@ -76,15 +135,273 @@ impl Step<BuildState> for PublishStep {
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
-        let exported = state.export.take().ok_or(crate::build::MissingState::new("the exported artifacts"))?;
+        let mut exported = state.export.take().ok_or(crate::build::MissingState::new("the exported artifacts"))?;
+        let staging = exported.staging.take().ok_or(crate::build::MissingState::new("the staging directory"))?;
         let mut manifest = manifest::build(state, &state.version, cx.timings(), &exported.artifacts).await;
         manifest.verify = state.verify_results.clone();
         let mut json = serde_json::to_value(&manifest)?;
         crate::redact::scrub_json(&mut json);
         let sums = export::sums_files(&exported.artifacts, &state.loaded.template.export.checksums);
-        let dir = exported.staging.commit(&json, &sums)?;
-        ui::info(format!("published {}@{} to {}", manifest.name, manifest.version, dir.display()));
-        state.published = Some(dir);
+        // S3 first: if an upload fails, nothing is published locally either
+        // and the build can simply be run again.
+        let targets: Vec<S3Publish> = s3_targets(&state.loaded).into_iter().cloned().collect();
+        for target in &targets {
+            // Boxed as a `Send` future here, where the lifetimes are concrete:
+            // proving it inside the step's own future trips rustc's
+            // "Send is not general enough" limitation.
+            let upload: std::pin::Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send + '_>> = Box::pin(
+                s3::publish(target, &manifest.name, &manifest.version, &staging, &exported.artifacts, &json, &sums),
+            );
+            let url = upload.await?;
+            ui::info(format!("published {}@{} to {url}", manifest.name, manifest.version));
+            published_event(&manifest.name, &manifest.version, "s3", &url);
+            exported.published.push(url);
+        }
+        if publishes_locally(&state.loaded) {
+            let dir = staging.commit(&json, &sums)?;
+            ui::info(format!("published {}@{} to {}", manifest.name, manifest.version, dir.display()));
+            published_event(&manifest.name, &manifest.version, "local", &dir.display().to_string());
+            exported.published.insert(0, dir.display().to_string());
+            state.published = Some(dir);
+        } else {
+            // The staging directory was only the upload's source.
+            drop(staging);
+        }
+        state.export = Some(exported);
         Ok(())
+    }
+}
+
+fn published_event(name: &str, version: &str, target: &str, location: &str) {
+    ui::emit(ui::Event::Published {
+        name: name.to_string(),
+        version: version.to_string(),
+        target: target.to_string(),
+        location: location.to_string(),
+    });
+}
+
+/// Before the build starts: an S3 target that already has the version
+/// refuses the build (published versions are immutable). The conditional
+/// write of `manifest.json` stays the real guarantee against a concurrent
+/// build. `Ok(Some(message))`: already published; `Err`: S3 could not be asked.
+pub async fn s3_precheck(loaded: &Loaded, name: &str, version: &str) -> Result<Option<String>, String> {
+    for target in s3_targets(loaded) {
+        if let Some(exists) = s3::precheck(target, name, version).await? {
+            return Ok(Some(exists));
+        }
+    }
+    Ok(None)
+}
+
+/// The highest `N` of today's `YYYY.MM.DD.N` versions over the S3 targets.
+pub async fn s3_highest_auto_number(loaded: &Loaded, name: &str, today: jiff::civil::Date) -> Result<u32, String> {
+    let mut highest = 0;
+    for target in s3_targets(loaded) {
+        highest = highest.max(s3::highest_auto_number(target, name, today).await?);
+    }
+    Ok(highest)
+}
+
+#[cfg(feature = "aws")]
+mod s3 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use imgbuild_aws::{Algo, ArtifactFile, S3Error};
+
+    use super::PublishError;
+    use crate::error::chain;
+    use crate::export::Artifact;
+    use crate::runner::BoxError;
+    use crate::source::DigestAlgo;
+    use crate::store::{Staging, StoreError, s3 as store_s3};
+    use crate::template::S3Publish;
+    use crate::ui;
+
+    pub async fn publish(
+        target: &S3Publish,
+        name: &str,
+        version: &str,
+        staging: &Staging,
+        artifacts: &[Artifact],
+        manifest: &serde_json::Value,
+        sums: &[(DigestAlgo, String)],
+    ) -> Result<String, BoxError> {
+        // A function, not a closure: a closure holding references across
+        // the awaits below makes rustc unable to prove the future `Send`.
+        fn failed(name: &str, version: &str, target: &S3Publish, source: StoreError) -> PublishError {
+            PublishError::S3 { name: name.to_string(), version: version.to_string(), url: target.url(), source }
+        }
+        let stale_after = store_s3::stale_after().map_err(PublishError::StaleAge)?;
+        let store = store_s3::open_target(target).await.map_err(|e| failed(name, version, target, e))?;
+        let url = store.url(&store.version_prefix(name, version));
+        let sweep = store_s3::sweep_before_publish(&store, name, version, stale_after)
+            .await
+            .map_err(|e| failed(name, version, target, e))?;
+        let removed = sweep.aborted_same_version.len() + sweep.stale.aborted_uploads.len();
+        if removed > 0 || !sweep.stale.removed_leftovers.is_empty() {
+            ui::info(format!(
+                "{}: removed {removed} unfinished upload(s) and {} leftover object(s) of interrupted publishes",
+                target.url(),
+                sweep.stale.removed_leftovers.len()
+            ));
+        }
+        let files: Vec<ArtifactFile> = artifacts
+            .iter()
+            .map(|a| {
+                let sha256 = a.digests.get("sha256").cloned().unwrap_or_default();
+                ArtifactFile::new(staging.dir.join(&a.file), a.file.clone(), sha256)
+            })
+            .collect();
+        let lists: Vec<(Algo, String)> = sums
+            .iter()
+            .map(|(algo, body)| {
+                let algo = match algo {
+                    DigestAlgo::Sha256 => Algo::Sha256,
+                    DigestAlgo::Sha512 => Algo::Sha512,
+                };
+                (algo, body.clone())
+            })
+            .collect();
+        let progress = Arc::new(ui::ByteProgress::new(&format!("upload {url}"), None));
+        let paused = AtomicBool::new(false);
+        let bar = progress.clone();
+        let callback: imgbuild_aws::Progress = Arc::new(move |done, total| {
+            bar.set_total(Some(total));
+            bar.set_position(done);
+            // Crash tests: stop once the first part of an upload is in and the rest are in flight.
+            if done < total && !paused.swap(true, Ordering::SeqCst) {
+                crate::store::pause_point("s3-uploading");
+            }
+        });
+        let result = upload(store.clone(), name, version, files, manifest.clone(), lists, callback).await;
+        progress.finish();
+        match result {
+            Ok(published) => {
+                tracing::debug!(
+                    uploaded = ?published.uploaded,
+                    reused = ?published.reused,
+                    bytes = published.bytes_uploaded,
+                    "S3 publish done"
+                );
+                Ok(published.url)
+            }
+            Err(e) => Err(lost_race(&store, name, version, &url, e).await.into()),
+        }
+    }
+
+    /// Runs `S3Store::publish_with_progress` on a blocking thread that
+    /// drives it with `Handle::block_on`: its future cannot be proven `Send`
+    /// for every lifetime (rustc's limitation with async closures), which a
+    /// build step requires. If the step is dropped (the build was
+    /// interrupted), the publish future is dropped too, which aborts its
+    /// multipart upload.
+    async fn upload(
+        store: imgbuild_aws::S3Store,
+        name: &str,
+        version: &str,
+        files: Vec<ArtifactFile>,
+        manifest: serde_json::Value,
+        lists: Vec<(Algo, String)>,
+        progress: imgbuild_aws::Progress,
+    ) -> Result<imgbuild_aws::Published, S3Error> {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let runtime = tokio::runtime::Handle::current();
+        let (name, version) = (name.to_string(), version.to_string());
+        let task = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async {
+                let publish = store.publish_with_progress(&name, &version, &files, &manifest, &lists, Some(progress));
+                tokio::select! {
+                    result = publish => Some(result),
+                    () = cancel.cancelled() => None,
+                }
+            })
+        });
+        match task.await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(S3Error::Task("the publish was cancelled".to_string())),
+            Err(e) => Err(S3Error::Task(format!("the publish task failed: {e}"))),
+        }
+    }
+
+    /// A publish that failed because a concurrent build of the same version
+    /// won (its manifest is in, or it aborted our upload on its way in) is
+    /// reported as that, not as the request that happened to fail.
+    async fn lost_race(
+        store: &imgbuild_aws::S3Store,
+        name: &str,
+        version: &str,
+        url: &str,
+        e: S3Error,
+    ) -> PublishError {
+        let published_by_other = !matches!(e, S3Error::PublishedWithoutMetadata { .. })
+            && (e.is_already_exists() || store.exists(name, version).await.unwrap_or(false));
+        if published_by_other {
+            tracing::debug!(error = %chain(&e), "lost the publish race");
+            return PublishError::ExistsInS3 { name: name.to_string(), version: version.to_string(), url: url.into() };
+        }
+        // Our multipart upload vanished: another build of this version swept it
+        // before starting its own upload (see `sweep_before_publish`).
+        if e.code() == Some("NoSuchUpload") {
+            return PublishError::UploadTakenOver {
+                name: name.to_string(),
+                version: version.to_string(),
+                url: url.into(),
+                source: e.into(),
+            };
+        }
+        PublishError::S3 { name: name.to_string(), version: version.to_string(), url: url.into(), source: e.into() }
+    }
+
+    pub async fn precheck(target: &S3Publish, name: &str, version: &str) -> Result<Option<String>, String> {
+        let store = store_s3::open_target(target).await.map_err(|e| chain(&e))?;
+        if store.exists(name, version).await.map_err(|e| chain(&e))? {
+            return Ok(Some(format!(
+                "{name}@{version} is already published in {}; published versions are immutable: change `version` or use --set-version",
+                target.url()
+            )));
+        }
+        Ok(None)
+    }
+
+    pub async fn highest_auto_number(target: &S3Publish, name: &str, today: jiff::civil::Date) -> Result<u32, String> {
+        let store = store_s3::open_target(target).await.map_err(|e| chain(&e))?;
+        store_s3::highest_auto_number(&store, name, today).await.map_err(|e| chain(&e))
+    }
+}
+
+/// Without the `aws` feature the template still parses; publishing fails clearly.
+#[cfg(not(feature = "aws"))]
+mod s3 {
+    use crate::export::Artifact;
+    use crate::runner::BoxError;
+    use crate::source::DigestAlgo;
+    use crate::store::{Staging, StoreError};
+    use crate::template::S3Publish;
+
+    fn unsupported() -> StoreError {
+        StoreError::NoAwsSupport { what: "the `s3` publish target".to_string() }
+    }
+
+    pub async fn publish(
+        _: &S3Publish,
+        _: &str,
+        _: &str,
+        _: &Staging,
+        _: &[Artifact],
+        _: &serde_json::Value,
+        _: &[(DigestAlgo, String)],
+    ) -> Result<String, BoxError> {
+        Err(unsupported().into())
+    }
+
+    pub async fn precheck(_: &S3Publish, _: &str, _: &str) -> Result<Option<String>, String> {
+        Err(unsupported().to_string())
+    }
+
+    pub async fn highest_auto_number(_: &S3Publish, _: &str, _: jiff::civil::Date) -> Result<u32, String> {
+        Err(unsupported().to_string())
     }
 }

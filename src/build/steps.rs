@@ -50,11 +50,13 @@ impl Step<BuildState> for FetchSource {
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let source = BuildState::require(&state.loaded.template.source, "the source")?;
-        if matches!(source.checksum(), crate::source::Checksum::None) {
-            ui::warn(format!("source {} has checksum `none`: its content is not verified", source.url()));
+        let download = source.download();
+        let (url, checksum) = BuildState::require(&download, "a source file to fetch")?;
+        if matches!(checksum, crate::source::Checksum::None) {
+            ui::warn(format!("source {url} has checksum `none`: its content is not verified"));
         }
         let fetcher = Fetcher::new(state.settings.cache_dir.clone(), progress_reporter())?;
-        let fetched = fetcher.fetch(source.url(), source.checksum(), &state.loaded.dir, &cx.cancel).await?;
+        let fetched = fetcher.fetch(url, checksum, &state.loaded.dir, &cx.cancel).await?;
         let how = if fetched.cache_hit { "cached" } else { "verified" };
         ui::info(format!("source {how}: {} ({})", fetched.path.display(), fetched.digest));
         state.source = Some(fetched);

@@ -41,6 +41,18 @@ pub struct Manifest {
     /// The labelled parts of `input_digest`, so a rebuild can say what changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_parts: Option<serde_json::Value>,
+    /// The artifact of an `ec2` build: its AMI in each region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amis: Option<Vec<CloudImage>>,
+}
+
+/// An AMI an `ec2` build published.
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudImage {
+    pub region: String,
+    pub id: String,
+    pub name: String,
+    pub snapshots: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,6 +124,7 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         builder: BuilderInfo {
             kind: match &loaded.template.builder {
                 crate::template::Builder::Qemu(_) => "qemu".into(),
+                crate::template::Builder::Ec2(_) => "ec2".into(),
                 crate::template::Builder::Null => "null".into(),
             },
             accelerator: m.accel.map(|a| a.as_str().to_string()),
@@ -126,6 +139,7 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         parent: None,
         input_digest: state.input_digest.as_ref().map(|d| d.digest.clone()),
         input_parts: state.input_digest.as_ref().map(|d| d.parts_json()),
+        amis: None,
     }
 }
 

@@ -68,11 +68,11 @@ impl<'a> Checker<'a> {
 
     /// IB001, IB003, IB013 and the source part of IB002.
     fn source(&mut self) {
-        let (Some(source), Some(raw)) = (&self.loaded.template.source, self.raw.get("source")) else {
+        let download = self.loaded.template.source.as_ref().and_then(|s| s.download());
+        let (Some((url, checksum)), Some(raw)) = (download, self.raw.get("source")) else {
             return;
         };
-        let url = source.url().to_string();
-        let checksum = source.checksum().clone();
+        let (url, checksum) = (url.to_string(), checksum.clone());
         let url_node = raw.get("url");
         let sum_node = raw.get("checksum");
         let (url_span, sum_span) = (url_node.map_or(raw.span, |n| n.span), sum_node.map_or(raw.span, |n| n.span));

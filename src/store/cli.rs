@@ -1,4 +1,5 @@
-//! `imgbuild versions|show|promote|verify-artifact|prune`: store commands.
+//! `imgbuild versions|show|promote|verify-artifact|prune`: store commands,
+//! on a local store or, with `--store s3://BUCKET/PREFIX`, an S3 store.
 //!
 //! Data goes to stdout (`ui::print_stdout`); with `--output json` it is one JSON
 //! value. Errors go through [`crate::app::report_error`].
@@ -7,15 +8,31 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::s3::StoreLocation;
 use super::{LocalStore, StoreError, VerifyReport};
 use crate::error::{ExitCode, chain};
 
 /// `--store`, shared by every store command.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Artifact store directory
-    #[arg(long = "store", env = "IMGBUILD_STORE", default_value = "./artifacts", value_name = "PATH")]
+    /// Artifact store: a directory, or s3://BUCKET[/PREFIX] (region, endpoint and credentials from the AWS chain)
+    #[arg(
+        long = "store",
+        env = "IMGBUILD_STORE",
+        default_value = "./artifacts",
+        value_name = "PATH|s3://BUCKET/PREFIX"
+    )]
     pub store: PathBuf,
+}
+
+impl StoreArgs {
+    /// `Some((bucket, prefix))` for `s3://BUCKET/PREFIX`, `None` for a directory.
+    fn s3(&self) -> Result<Option<(String, String)>, StoreError> {
+        Ok(match StoreLocation::parse(&self.store)? {
+            StoreLocation::S3 { bucket, prefix } => Some((bucket, prefix)),
+            StoreLocation::Local(_) => None,
+        })
+    }
 }
 
 /// `imgbuild versions NAME`
@@ -74,38 +91,64 @@ pub struct PruneArgs {
     pub store: StoreArgs,
 }
 
-pub fn versions(args: &VersionsArgs) -> ExitCode {
+pub async fn versions(args: &VersionsArgs) -> ExitCode {
+    match args.store.s3() {
+        Err(e) => return finish(Err(e)),
+        Ok(Some((bucket, prefix))) => return finish(remote::versions(&bucket, &prefix, &args.name).await),
+        Ok(None) => {}
+    }
     run(|| {
         let store = LocalStore::open_existing(&args.store.store)?;
         let list = store.versions(&args.name)?;
         if crate::ui::is_json() {
             print_json(&serde_json::to_value(&list).unwrap_or_default());
         } else {
-            print_table(&list);
+            let rows = list.iter().map(|v| row(&v.version, v.created_at.as_deref(), v.size, &v.channels)).collect();
+            print_table(rows);
         }
         Ok(ExitCode::Success)
     })
 }
 
-pub fn show(args: &ShowArgs) -> ExitCode {
+pub async fn show(args: &ShowArgs) -> ExitCode {
+    match args.store.s3() {
+        Err(e) => return finish(Err(e)),
+        Ok(Some((bucket, prefix))) => return finish(remote::show(&bucket, &prefix, &args.image).await),
+        Ok(None) => {}
+    }
     run(|| {
         let store = LocalStore::open_existing(&args.store.store)?;
         let (name, version) = store.resolve(&args.image)?;
-        let manifest = store.manifest(&name, &version)?;
-        if crate::ui::is_json() {
-            print_json(&manifest);
-        } else {
-            let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-            crate::ui::print_stdout(&text);
-        }
+        print_manifest(&store.manifest(&name, &version)?);
         Ok(ExitCode::Success)
     })
 }
 
-pub fn promote(args: &PromoteArgs) -> ExitCode {
+fn print_manifest(manifest: &serde_json::Value) {
+    if crate::ui::is_json() {
+        print_json(manifest);
+    } else {
+        let text = serde_json::to_string_pretty(manifest).unwrap_or_default();
+        crate::ui::print_stdout(&text);
+    }
+}
+
+pub async fn promote(args: &PromoteArgs) -> ExitCode {
+    match args.store.s3() {
+        Err(e) => return finish(Err(e)),
+        Ok(Some((bucket, prefix))) => return finish(remote::promote(&bucket, &prefix, args).await),
+        Ok(None) => {}
+    }
     run(|| {
         let store = LocalStore::open_existing(&args.store.store)?;
         let previous = store.promote(&args.name, &args.version, &args.channel)?;
+        print_promoted(args, previous);
+        Ok(ExitCode::Success)
+    })
+}
+
+fn print_promoted(args: &PromoteArgs, previous: Option<String>) {
+    {
         if crate::ui::is_json() {
             print_json(&serde_json::json!({
                 "name": args.name,
@@ -117,11 +160,18 @@ pub fn promote(args: &PromoteArgs) -> ExitCode {
             let was = previous.map(|p| format!(" (was {p})")).unwrap_or_default();
             crate::ui::print_stdout(&format!("{}: {} -> {}{was}", args.name, args.channel, args.version));
         }
-        Ok(ExitCode::Success)
-    })
+    }
 }
 
-pub fn verify_artifact(args: &VerifyArtifactArgs) -> ExitCode {
+pub async fn verify_artifact(args: &VerifyArtifactArgs) -> ExitCode {
+    // A path is always local; a reference is looked up in the store.
+    if !looks_like_path(&args.target) {
+        match args.store.s3() {
+            Err(e) => return finish(Err(e)),
+            Ok(Some((bucket, prefix))) => return finish(remote::verify(&bucket, &prefix, &args.target).await),
+            Ok(None) => {}
+        }
+    }
     run(|| {
         let dir = target_dir(&args.target, &args.store.store)?;
         // Verifying a plain directory needs no store, and must not create one.
@@ -131,47 +181,85 @@ pub fn verify_artifact(args: &VerifyArtifactArgs) -> ExitCode {
     })
 }
 
-pub fn prune(args: &PruneArgs) -> ExitCode {
+pub async fn prune(args: &PruneArgs) -> ExitCode {
+    match args.store.s3() {
+        Err(e) => return finish(Err(e)),
+        Ok(Some((bucket, prefix))) => return finish(remote::prune(&bucket, &prefix, args).await),
+        Ok(None) => {}
+    }
     run(|| {
         let store = LocalStore::open_existing(&args.store.store)?;
         let removed = store.prune(&args.name, args.keep)?;
-        if crate::ui::is_json() {
-            print_json(&serde_json::json!({ "name": args.name, "removed": removed }));
-        } else {
-            for version in &removed {
-                crate::ui::print_stdout(&format!("removed {}@{version}", args.name));
-            }
-        }
+        print_pruned(&args.name, &removed);
         Ok(ExitCode::Success)
     })
+}
+
+fn print_pruned(name: &str, removed: &[String]) {
+    if crate::ui::is_json() {
+        print_json(&serde_json::json!({ "name": name, "removed": removed }));
+    } else {
+        for version in removed {
+            crate::ui::print_stdout(&format!("removed {name}@{version}"));
+        }
+    }
 }
 
 /// Reports an error and maps it to an exit code: bad names and references
 /// are usage errors (2), everything else a failure (1).
 fn run(f: impl FnOnce() -> Result<ExitCode, StoreError>) -> ExitCode {
-    match f() {
+    finish(f())
+}
+
+fn finish(result: Result<ExitCode, StoreError>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(e) => {
             crate::app::report_error(&chain(&e));
-            match e {
-                StoreError::InvalidName { .. }
-                | StoreError::InvalidVersion { .. }
-                | StoreError::InvalidChannel { .. }
-                | StoreError::InvalidSpec { .. } => ExitCode::Usage,
-                _ => ExitCode::BuildFailed,
-            }
+            if is_usage_error(&e) { ExitCode::Usage } else { ExitCode::BuildFailed }
         }
     }
+}
+
+fn is_usage_error(e: &StoreError) -> bool {
+    match e {
+        StoreError::InvalidName { .. }
+        | StoreError::InvalidVersion { .. }
+        | StoreError::InvalidChannel { .. }
+        | StoreError::InvalidSpec { .. }
+        | StoreError::InvalidStoreUrl { .. }
+        | StoreError::NoAwsSupport { .. } => true,
+        #[cfg(feature = "aws")]
+        StoreError::S3(e) => matches!(
+            e,
+            imgbuild_aws::S3Error::InvalidName { .. }
+                | imgbuild_aws::S3Error::InvalidVersion { .. }
+                | imgbuild_aws::S3Error::InvalidChannel { .. }
+                | imgbuild_aws::S3Error::InvalidSpec { .. }
+                | imgbuild_aws::S3Error::InvalidConfig { .. }
+        ),
+        _ => false,
+    }
+}
+
+fn looks_like_path(target: &str) -> bool {
+    target.contains('/') || (!target.contains('@') && Path::new(target).is_dir())
 }
 
 /// A path if it looks like one (contains `/`, or names an existing directory
 /// and has no `@`); otherwise an image reference resolved in the store.
 fn target_dir(target: &str, store_root: &Path) -> Result<PathBuf, StoreError> {
     let path = Path::new(target);
-    if target.contains('/') || (!target.contains('@') && path.is_dir()) {
+    if looks_like_path(target) {
         return Ok(path.to_path_buf());
     }
-    let store = LocalStore::open_existing(store_root)?;
+    let store = match StoreLocation::parse(store_root)? {
+        StoreLocation::Local(root) => LocalStore::open_existing(root)?,
+        // Handled by the caller; only an unusable `s3://` gets here.
+        StoreLocation::S3 { .. } => {
+            return Err(StoreError::InvalidStoreUrl { value: store_root.display().to_string() });
+        }
+    };
     let (name, version) = store.resolve(target)?;
     Ok(store.version_dir(&name, &version))
 }
@@ -200,18 +288,11 @@ fn print_json(value: &serde_json::Value) {
     crate::ui::print_stdout(&value.to_string());
 }
 
-fn print_table(list: &[super::VersionInfo]) {
-    let rows: Vec<[String; 4]> = list
-        .iter()
-        .map(|v| {
-            [
-                v.version.clone(),
-                v.created_at.clone().unwrap_or_else(|| "-".into()),
-                human_size(v.size),
-                v.channels.join(","),
-            ]
-        })
-        .collect();
+fn row(version: &str, created_at: Option<&str>, size: u64, channels: &[String]) -> [String; 4] {
+    [version.to_string(), created_at.unwrap_or("-").to_string(), human_size(size), channels.join(",")]
+}
+
+fn print_table(rows: Vec<[String; 4]>) {
     let header = ["VERSION", "CREATED", "SIZE", "CHANNELS"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
@@ -247,6 +328,115 @@ fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The store commands on `--store s3://BUCKET/PREFIX`.
+#[cfg(feature = "aws")]
+mod remote {
+    use super::{PromoteArgs, PruneArgs, print_json, print_manifest, print_promoted, print_pruned, print_table, row};
+    use crate::error::ExitCode;
+    use crate::store::StoreError;
+    use crate::store::s3::open_url;
+
+    pub async fn versions(bucket: &str, prefix: &str, name: &str) -> Result<ExitCode, StoreError> {
+        let list = open_url(bucket, prefix).await?.list_versions(name).await?;
+        if crate::ui::is_json() {
+            // The local store's fields, with `url` where a local listing has `path`.
+            let items: Vec<serde_json::Value> = list
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "version": v.version,
+                        "created_at": v.published_at,
+                        "size": v.size,
+                        "channels": v.channels,
+                        "url": v.url,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(items));
+        } else {
+            print_table(list.iter().map(|v| row(&v.version, v.published_at.as_deref(), v.size, &v.channels)).collect());
+        }
+        Ok(ExitCode::Success)
+    }
+
+    pub async fn show(bucket: &str, prefix: &str, spec: &str) -> Result<ExitCode, StoreError> {
+        let store = open_url(bucket, prefix).await?;
+        let (name, version) = store.resolve(spec).await?;
+        print_manifest(&store.manifest(&name, &version).await?);
+        Ok(ExitCode::Success)
+    }
+
+    pub async fn promote(bucket: &str, prefix: &str, args: &PromoteArgs) -> Result<ExitCode, StoreError> {
+        let store = open_url(bucket, prefix).await?;
+        let previous = store.promote(&args.name, &args.version, &args.channel).await?;
+        print_promoted(args, previous);
+        Ok(ExitCode::Success)
+    }
+
+    pub async fn prune(bucket: &str, prefix: &str, args: &PruneArgs) -> Result<ExitCode, StoreError> {
+        let removed = open_url(bucket, prefix).await?.prune(&args.name, args.keep).await?;
+        print_pruned(&args.name, &removed);
+        Ok(ExitCode::Success)
+    }
+
+    /// Downloads every file once and re-hashes it (nothing is stored).
+    pub async fn verify(bucket: &str, prefix: &str, spec: &str) -> Result<ExitCode, StoreError> {
+        let store = open_url(bucket, prefix).await?;
+        let (name, version) = store.resolve(spec).await?;
+        let report = store.verify(&name, &version).await?;
+        if crate::ui::is_json() {
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            if let Some(map) = value.as_object_mut() {
+                map.insert("ok".into(), report.is_ok().into());
+            }
+            print_json(&value);
+        }
+        if report.is_ok() {
+            if !crate::ui::is_json() {
+                crate::ui::print_stdout("ok");
+            }
+            return Ok(ExitCode::Success);
+        }
+        for problem in &report.problems {
+            crate::app::report_error(&format!("{}: {problem}", report.url));
+        }
+        crate::app::report_error(&format!("verification failed: {}", report.bad_files().join(", ")));
+        Ok(ExitCode::BuildFailed)
+    }
+}
+
+/// Without the `aws` feature an `s3://` store is a clear usage error.
+#[cfg(not(feature = "aws"))]
+mod remote {
+    use super::{PromoteArgs, PruneArgs};
+    use crate::error::ExitCode;
+    use crate::store::StoreError;
+
+    fn unsupported() -> Result<ExitCode, StoreError> {
+        Err(StoreError::NoAwsSupport { what: "an s3:// store".to_string() })
+    }
+
+    pub async fn versions(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
+        unsupported()
+    }
+
+    pub async fn show(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
+        unsupported()
+    }
+
+    pub async fn promote(_: &str, _: &str, _: &PromoteArgs) -> Result<ExitCode, StoreError> {
+        unsupported()
+    }
+
+    pub async fn prune(_: &str, _: &str, _: &PruneArgs) -> Result<ExitCode, StoreError> {
+        unsupported()
+    }
+
+    pub async fn verify(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
+        unsupported()
+    }
 }
 
 #[cfg(test)]

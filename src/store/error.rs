@@ -119,6 +119,20 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+
+    /// An S3 store (`--store s3://…` or a `type: s3` publish target) in an
+    /// imgbuild built with `--no-default-features`.
+    #[error("{what} needs AWS support, but this imgbuild was built without it (cargo feature `aws`)")]
+    NoAwsSupport { what: String },
+
+    /// `--store s3://` without a usable bucket.
+    #[error("invalid store `{value}`: expected a directory or s3://BUCKET[/PREFIX]")]
+    InvalidStoreUrl { value: String },
+
+    /// An S3 store operation failed; the message names the bucket and key.
+    #[cfg(feature = "aws")]
+    #[error(transparent)]
+    S3(#[from] imgbuild_aws::S3Error),
 }
 
 impl StoreError {

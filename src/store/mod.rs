@@ -33,6 +33,7 @@ mod error;
 mod fsio;
 mod local;
 mod meta;
+pub mod s3;
 mod staging;
 mod sums;
 mod verify;
@@ -68,8 +69,18 @@ pub const PAUSE_DURATION: Duration = Duration::from_secs(60);
 /// * `before-channels` / `after-channels` — around the `latest` update (store
 ///   lock held)
 /// * `before-index` — before the index rewrite (store lock held)
-pub const PAUSE_STAGES: &[&str] =
-    &["staged", "files-synced", "before-rename", "after-rename", "before-channels", "after-channels", "before-index"];
+/// * `s3-uploading` — an S3 publish has uploaded its first part of a
+///   multipart upload; the upload is open, more parts are in flight
+pub const PAUSE_STAGES: &[&str] = &[
+    "staged",
+    "files-synced",
+    "before-rename",
+    "after-rename",
+    "before-channels",
+    "after-channels",
+    "before-index",
+    "s3-uploading",
+];
 
 /// Crash-test hook, inert unless `IMGBUILD_TEST_PAUSE_AT` equals `stage`.
 ///

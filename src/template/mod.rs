@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod diag;
+pub mod ec2;
 pub mod interp;
 pub mod jsonc;
 pub mod model;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use diag::{Diagnostic, Diagnostics, SourceFile};
+pub use ec2::{AmiFilter, AmiSource, Ec2Builder, Ec2Ssh, SshInterface};
 pub use model::*;
 pub use vars::VarInputs;
 

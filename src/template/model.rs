@@ -245,20 +245,24 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Source {
-    CloudImage { url: String, checksum: ChecksumField },
-    Iso { url: String, checksum: ChecksumField },
+    CloudImage {
+        url: String,
+        checksum: ChecksumField,
+    },
+    Iso {
+        url: String,
+        checksum: ChecksumField,
+    },
+    /// An EC2 AMI (the `ec2` builder): nothing is downloaded.
+    Ami(super::ec2::AmiSource),
 }
 
 impl Source {
-    pub fn url(&self) -> &str {
+    /// The file to fetch and its checksum; `None` for an AMI.
+    pub fn download(&self) -> Option<(&str, &Checksum)> {
         match self {
-            Source::CloudImage { url, .. } | Source::Iso { url, .. } => url,
-        }
-    }
-
-    pub fn checksum(&self) -> &Checksum {
-        match self {
-            Source::CloudImage { checksum, .. } | Source::Iso { checksum, .. } => &checksum.0,
+            Source::CloudImage { url, checksum } | Source::Iso { url, checksum } => Some((url, &checksum.0)),
+            Source::Ami(_) => None,
         }
     }
 }
@@ -281,7 +285,12 @@ impl Decode for ChecksumField {
 impl Decode for Source {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
-        let tag = type_tag(node, cx, &mut o, &["cloud-image", "iso"]);
+        let tag = type_tag(node, cx, &mut o, &["cloud-image", "iso", "ami"]);
+        if tag.as_deref() == Some("ami") {
+            let ami = super::ec2::AmiSource::read(&mut o, cx);
+            o.finish(cx);
+            return ami.map(Source::Ami);
+        }
         let url = o.req::<String>(cx, "url");
         let checksum = o.req::<ChecksumField>(cx, "checksum");
         o.finish(cx);
@@ -299,6 +308,8 @@ impl Decode for Source {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Builder {
     Qemu(Box<QemuBuilder>),
+    /// Launches an instance in EC2 (or an EC2-compatible API) and captures an AMI.
+    Ec2(Box<super::ec2::Ec2Builder>),
     /// Boots nothing: runs `shell-local` steps only. For testing templates and pipelines.
     Null,
 }
@@ -306,9 +317,10 @@ pub enum Builder {
 impl Decode for Builder {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
-        let tag = type_tag(node, cx, &mut o, &["qemu", "null"])?;
+        let tag = type_tag(node, cx, &mut o, &["qemu", "ec2", "null"])?;
         let builder = match tag.as_str() {
             "null" => Some(Builder::Null),
+            "ec2" => super::ec2::Ec2Builder::read(&mut o, cx).map(|b| Builder::Ec2(Box::new(b))),
             _ => QemuBuilder::read(&mut o, cx).map(|q| Builder::Qemu(Box::new(q))),
         };
         o.finish(cx);
@@ -996,7 +1008,7 @@ impl Decode for Export {
 }
 
 /// Each format becomes one file named after it, so a format may appear once;
-/// one local store per template.
+/// one local store per template, each S3 location once.
 fn check_export(e: &Export, node: &Node, cx: &mut Cx) {
     for (i, f) in e.formats.iter().enumerate() {
         if e.formats[..i].iter().any(|g| g.format == f.format) {
@@ -1008,8 +1020,17 @@ fn check_export(e: &Export, node: &Node, cx: &mut Cx) {
             });
         }
     }
-    if e.publish.len() > 1 {
+    if e.publish.iter().filter(|p| matches!(p, Publish::Local { .. })).count() > 1 {
         cx.in_field("publish", |cx| cx.error(node.span, "only one `local` publish target is supported"));
+    }
+    // Two entries for one bucket and prefix would publish the same version twice: the second always fails.
+    let s3: Vec<&S3Publish> = e.publish.iter().filter_map(Publish::as_s3).collect();
+    for (i, t) in s3.iter().enumerate() {
+        if s3[..i].iter().any(|u| u.bucket == t.bucket && u.key_prefix() == t.key_prefix()) {
+            cx.in_field("publish", |cx| {
+                cx.error(node.span, format!("s3://{}/{} is listed twice", t.bucket, t.key_prefix()))
+            });
+        }
     }
 }
 
@@ -1104,17 +1125,149 @@ impl Decode for FormatSpec {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub enum Publish {
+    /// A local store directory (see docs/store.md).
     Local { path: TemplatePath },
+    /// An S3 bucket, or any S3-compatible service, in the local store's layout.
+    S3(S3Publish),
+}
+
+impl Publish {
+    pub fn as_s3(&self) -> Option<&S3Publish> {
+        match self {
+            Publish::S3(t) => Some(t),
+            Publish::Local { .. } => None,
+        }
+    }
+}
+
+/// `{"type": "s3", "bucket": "golden-images", "prefix": "images/", "region": "eu-west-1", "endpoint_url": "http://127.0.0.1:5000"}`.
+/// Credentials always come from the standard AWS chain, never from the template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct S3Publish {
+    /// Bucket name (3-63 lowercase letters, digits, `-`, `.`).
+    pub bucket: String,
+    /// Key prefix under which the store lives (`images/`); empty: the bucket root.
+    #[serde(default)]
+    pub prefix: String,
+    /// AWS region; default: the standard chain (AWS_REGION, profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_endpoint")]
+    pub endpoint_url: Option<String>,
+    /// Multipart part size (5M to 5G, default 8M); memory use is about 4 parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part_size: Option<Size>,
+}
+
+/// Smallest and largest multipart part S3 accepts.
+pub const S3_MIN_PART_SIZE: u64 = 5 << 20;
+pub const S3_MAX_PART_SIZE: u64 = 5 << 30;
+
+impl S3Publish {
+    /// The prefix as keys use it: no leading `/`, a trailing `/` unless empty.
+    pub fn key_prefix(&self) -> String {
+        let p = self.prefix.trim_start_matches('/');
+        if p.is_empty() || p.ends_with('/') { p.to_string() } else { format!("{p}/") }
+    }
+
+    /// `s3://bucket/prefix/`.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key_prefix())
+    }
+
+    fn read(o: &mut ObjectReader, cx: &mut Cx, node: &Node) -> Option<Self> {
+        let bucket = o.node("bucket").and_then(|n| {
+            cx.in_field("bucket", |cx| {
+                parse_string(n, cx, |b| if valid_bucket(b) { Ok(b.to_string()) } else { Err(
+                    "not a bucket name: use 3-63 lowercase letters, digits, `-` or `.`, starting with a letter or digit",
+                ) })
+            })
+        });
+        if !o.has("bucket") {
+            cx.in_field("bucket", |cx| cx.error(node.span, "missing required field `bucket`"));
+        }
+        let prefix = o.node("prefix").map_or(Some(String::new()), |n| {
+            cx.in_field("prefix", |cx| {
+                parse_string(n, cx, |p| {
+                    let bad = p.split('/').any(|c| c == "." || c == "..")
+                        || p.trim_start_matches('/').contains("//")
+                        || p.contains(['\\', '\0', '\n', '\r']);
+                    if bad {
+                        Err("not a usable key prefix (no `.`/`..` components, `//` or control characters)")
+                    } else {
+                        Ok(p.to_string())
+                    }
+                })
+            })
+        });
+        let region = o.opt::<String>(cx, "region").filter(|r| !r.is_empty());
+        let endpoint_url = o.node("endpoint_url").and_then(|n| {
+            cx.in_field("endpoint_url", |cx| {
+                // The URL is not echoed: it may carry user information.
+                parse_string(n, cx, |u| {
+                    if u.starts_with("http://") || u.starts_with("https://") {
+                        Ok(u.to_string())
+                    } else {
+                        Err("expected an http:// or https:// URL")
+                    }
+                })
+            })
+        });
+        let part_size = o.node("part_size").and_then(|n| {
+            cx.in_field("part_size", |cx| {
+                let size = Size::decode(n, cx)?;
+                if !(S3_MIN_PART_SIZE..=S3_MAX_PART_SIZE).contains(&size.bytes()) {
+                    cx.error(n.span, format!("part_size {size} is outside 5M..5G, the part sizes S3 accepts"));
+                    return None;
+                }
+                Some(size)
+            })
+        });
+        Some(S3Publish { bucket: bucket?, prefix: prefix?, region, endpoint_url, part_size })
+    }
+}
+
+/// S3's bucket naming rule (the common subset every region accepts).
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'))
+        && b.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// `inspect` and the manifest show the endpoint without user information
+/// (`http://user:secret@host` → `http://<sensitive>@host`).
+fn serialize_endpoint<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_str(&mask_userinfo(url)),
+        None => s.serialize_none(),
+    }
+}
+
+pub fn mask_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}{}", redact::MASK, &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 impl Decode for Publish {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
-        let tag = type_tag(node, cx, &mut o, &["local"]);
-        let path = o.req::<TemplatePath>(cx, "path");
+        // An unknown type: its fields would only add noise to the error.
+        let tag = type_tag(node, cx, &mut o, &["local", "s3"])?;
+        let publish = match tag.as_str() {
+            "s3" => S3Publish::read(&mut o, cx, node).map(Publish::S3),
+            _ => o.req::<TemplatePath>(cx, "path").map(|path| Publish::Local { path }),
+        };
         o.finish(cx);
-        tag?;
-        Some(Publish::Local { path: path? })
+        publish
     }
 }

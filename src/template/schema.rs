@@ -148,6 +148,24 @@ pub fn ssh_port() -> u16 {
 pub fn ssh_timeout() -> Dur {
     Dur(Duration::from_secs(300))
 }
+pub fn ec2_username() -> String {
+    "admin".into()
+}
+pub fn ec2_ssh_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+pub fn ssh_interface() -> super::ec2::SshInterface {
+    super::ec2::SshInterface::PublicIp
+}
+pub fn instance_type() -> String {
+    "t3.small".into()
+}
+pub fn instance_wait_timeout() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+pub fn ami_wait_timeout() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
 pub fn yes() -> bool {
     true
 }

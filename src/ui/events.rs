@@ -59,6 +59,15 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// One per publish target a version went to.
+    Published {
+        name: String,
+        version: String,
+        /// `local` or `s3`.
+        target: String,
+        /// The version directory, or `s3://bucket/prefix/NAME/VERSION/`.
+        location: String,
+    },
     Result {
         status: Status,
         exit_code: i32,
@@ -69,6 +78,9 @@ pub enum Event {
         steps: Vec<StepTiming>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         left_behind: Vec<String>,
+        /// Where the build published: the local version directory and/or `s3://` URLs.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        published: Vec<String>,
     },
 }
 
@@ -129,7 +141,8 @@ impl Event {
             Event::Warning { message } => {
                 format!("{} {message}", style("warning:").yellow().bold())
             }
-            Event::Result { .. } | Event::CheckFinished { .. } => return None,
+            // The publish step logs the human line itself.
+            Event::Result { .. } | Event::CheckFinished { .. } | Event::Published { .. } => return None,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: they run the real binary.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 
 pub fn bin() -> PathBuf {

@@ -1,4 +1,5 @@
-//! AWS support for imgbuild: the S3 publish target.
+//! AWS support for imgbuild: the EC2 calls of the `ec2` builder and `gc`
+//! ([`ec2`]), and the S3 publish target ([`S3Store`]).
 //!
 //! [`S3Store`] keeps versioned images in a bucket in the layout of the local
 //! store (`imgbuild::store`, see `docs/store.md`), under a key prefix:
@@ -40,6 +41,8 @@
 //! the local store's (this crate carries a copy of those rules so that it
 //! does not depend on the `imgbuild` crate).
 
+mod config;
+pub mod ec2;
 mod error;
 mod names;
 mod publish;
@@ -47,6 +50,7 @@ mod store;
 mod sums;
 mod verify;
 
+pub use config::{EndpointError, load as load_sdk_config, sdk_loader};
 pub use error::{BoxError, S3Error};
 pub use names::{compare as compare_versions, validate_channel, validate_name, validate_version};
 pub use publish::{ArtifactFile, Progress, Published, SHA256_METADATA};

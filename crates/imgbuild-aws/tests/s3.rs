@@ -8,9 +8,10 @@
 //! moto checks the conditions of conditional writes (`If-None-Match`,
 //! `If-Match`) and then writes, without a lock, on a threaded server: two
 //! racing requests can both pass the check, which real S3 never allows. The
-//! tests therefore run moto's own `moto_server` entry point with one patch:
-//! each request is handled under a global lock, so a conditional write is
-//! atomic as it is in S3. Connections are still served in parallel.
+//! tests therefore run moto's own `moto_server` entry point with one patch
+//! (`scripts/moto_serialized.py`, shared with the root crate's tests): each
+//! request is handled under a global lock, so a conditional write is atomic
+//! as it is in S3. Connections are still served in parallel.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
+use aws_config::Region;
 use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
@@ -47,7 +48,8 @@ impl Moto {
             let port = free_port();
             let python = exe.with_file_name("python");
             let mut child = Command::new(&python)
-                .args(["-c", SERIALIZED_MOTO, "-H", "127.0.0.1", "-p", &port.to_string()])
+                .arg(SERIALIZED_MOTO)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -83,18 +85,7 @@ impl Drop for Moto {
 
 /// `moto_server` with each request handled under one lock (see the module
 /// documentation).
-const SERIALIZED_MOTO: &str = r#"
-import sys, threading
-from moto import server
-from moto.moto_server import werkzeug_app
-lock = threading.Lock()
-handle = werkzeug_app.DomainDispatcherApplication.__call__
-def serialized(self, environ, start_response):
-    with lock:
-        return handle(self, environ, start_response)
-werkzeug_app.DomainDispatcherApplication.__call__ = serialized
-server.main(sys.argv[1:])
-"#;
+const SERIALIZED_MOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/moto_serialized.py");
 
 fn moto_exe() -> PathBuf {
     if let Some(path) = std::env::var_os("MOTO_SERVER") {
@@ -128,7 +119,7 @@ fn answers(port: u16) -> bool {
 // ------------------------------------------------------------- fixtures
 
 async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    imgbuild_aws::sdk_loader()
         .region(Region::new(REGION))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("testing", "testing", None, None, "imgbuild-aws-tests"))
@@ -689,7 +680,7 @@ async fn leftovers_of_a_dead_publisher_are_reused_or_cleaned_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_name_the_bucket_and_key_but_never_credentials() {
     let moto = Moto::start();
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+    let sdk = imgbuild_aws::sdk_loader()
         .region(Region::new(REGION))
         .endpoint_url(moto.url())
         .credentials_provider(Credentials::new("AKIDSECRETID", "very-secret-key", Some("tok3n".into()), None, "t"))

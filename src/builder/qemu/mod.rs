@@ -19,8 +19,9 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::ReadyError;
 use crate::build::BuildState;
-use crate::communicator::{KeyPair, SshAuth, SshClient, SshTarget, WaitError, wait_for_ssh};
+use crate::communicator::{KeyPair, SshAuth, SshClient, SshTarget, WaitError};
 use crate::process::{ProcessError, run_capture};
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::template::{QemuBuilder, Source};
@@ -53,6 +54,9 @@ pub enum QemuError {
         source: Box<WaitError>,
         console: String,
     },
+    /// A machine not run by QEMU (an EC2 instance) did not answer.
+    #[error(transparent)]
+    RemoteSshWait(Box<WaitError>),
     #[error("QEMU exited ({status}) while waiting for SSH\n--- serial console (last lines) ---\n{console}")]
     ExitedEarly { status: String, console: String },
     #[error("`ready_command` did not succeed within the SSH timeout; last exit status: {status}")]
@@ -294,6 +298,12 @@ pub fn ssh_target(q: &QemuBuilder, vm: &Vm, key: Option<&Arc<KeyPair>>) -> SshTa
 
 /// Waits for SSH on the build VM (and `ready_command`), failing at once if QEMU exits.
 pub async fn connect(state: &BuildState, cancel: &CancellationToken) -> Result<SshClient, QemuError> {
+    if let Some(remote) = &state.machine.remote {
+        return super::wait_until_ready(&remote.target, &remote.settings, cancel).await.map_err(|e| match e {
+            ReadyError::Wait(source) => QemuError::RemoteSshWait(Box::new(source)),
+            ReadyError::NotReady(status) => QemuError::NotReady { status },
+        });
+    }
     let q = qemu_cfg(state)?;
     let vm = BuildState::require(&state.machine.vm, "the VM")?;
     connect_to(q, vm, state.machine.key.as_ref(), cancel).await
@@ -306,14 +316,7 @@ pub async fn connect_to(
     cancel: &CancellationToken,
 ) -> Result<SshClient, QemuError> {
     let target = ssh_target(q, vm, key);
-    let timeout = q.ssh.timeout.0;
-    let wait = async {
-        let client = wait_for_ssh(&target, timeout, cancel, |_| {}).await?;
-        if let Some(ready) = &q.ssh.ready_command {
-            return wait_ready(client, ready, &target, timeout, cancel).await;
-        }
-        Ok(client)
-    };
+    let wait = super::wait_until_ready(&target, &q.ssh, cancel);
     tokio::select! {
         status = vm.exited() => Err(QemuError::ExitedEarly { status, console: vm.console_tail(CONSOLE_TAIL) }),
         r = wait => r.map_err(|e| match e {
@@ -381,47 +384,6 @@ pub async fn boot_fresh(
     let vm = Arc::new(Vm::launch(&cfg).await?);
     let client = connect_to(q, &vm, Some(&key), cancel).await?;
     Ok(FreshBoot { vm, client, boot_time: started.elapsed() })
-}
-
-enum ReadyError {
-    Wait(WaitError),
-    NotReady(String),
-}
-
-impl From<WaitError> for ReadyError {
-    fn from(e: WaitError) -> Self {
-        ReadyError::Wait(e)
-    }
-}
-
-/// Runs `ready_command` until it exits 0: the system (not an installer or a
-/// half-booted guest) is the one answering.
-async fn wait_ready(
-    mut client: SshClient,
-    ready: &str,
-    target: &SshTarget,
-    timeout: Duration,
-    cancel: &CancellationToken,
-) -> Result<SshClient, ReadyError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let mut sink = crate::communicator::NullSink;
-        let status = match client.exec(ready, &[], None, &mut sink, Some(Duration::from_secs(30))).await {
-            Ok(r) if r.success() => return Ok(client),
-            Ok(r) => format!("{:?}", r.exit_status),
-            Err(e) => {
-                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                client = wait_for_ssh(target, remaining, cancel, |_| {}).await?;
-                e.to_string()
-            }
-        };
-        if tokio::time::Instant::now() + delay > deadline {
-            return Err(ReadyError::NotReady(status));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
 }
 
 pub struct WaitSsh;
@@ -569,4 +531,7 @@ pub struct MachineState {
     pub launched_at: Option<std::time::Instant>,
     /// QEMU start to SSH ready on the build VM.
     pub boot_time: Option<Duration>,
+    /// A build machine reached over the network rather than through QEMU's
+    /// port forward (an EC2 instance): reconnects after a reboot go here.
+    pub remote: Option<super::RemoteSsh>,
 }
