@@ -13,6 +13,8 @@ packages=(
     # A real sshd for the communicator tests, and the ssh client for --on-error abort checks.
     openssh-server openssh-sftp-server openssh-client
     python3 python3-venv git ca-certificates jq
+    # GNU time (/usr/bin/time -v) for scripts/bench-s3-rss.sh.
+    time
 )
 
 # Python tools the tests use as real consumers and servers, in a private venv.
@@ -34,8 +36,14 @@ for p in "${packages[@]}"; do
 done
 need_qemu_img=0
 command -v qemu-img >/dev/null 2>&1 || need_qemu_img=1
+# moto (S3 and EC2 API server) for the AWS tests, pinned in scripts/moto-server.sh.
+setup_moto() {
+    "$(dirname "$0")/moto-server.sh" install
+}
+
 if ((${#missing[@]} == 0 && need_qemu_img == 0)); then
     setup_venv
+    setup_moto
     exit 0
 fi
 
@@ -50,3 +58,4 @@ sudo_if_needed apt-get install -y -q --no-install-recommends --allow-downgrades 
 command -v qemu-img >/dev/null && command -v qemu-system-x86_64 >/dev/null
 sudo_if_needed mkdir -p /run/sshd
 setup_venv
+setup_moto
