@@ -10,6 +10,7 @@
 #          in the background, waits until it answers, and prints
 #          `export AWS_ENDPOINT_URL=... AWS_ACCESS_KEY_ID=testing ...` on stdout.
 #          Already running: prints the line for the running server.
+#          MOTO_BUCKETS="a b": also creates these buckets (if missing).
 # stop     stops it (pid file) and removes the state.
 # install  only installs moto.
 # status   prints the export line if it is running, exit 1 otherwise.
@@ -65,11 +66,27 @@ print_env() {
     echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=$region"
 }
 
+# The buckets named in $MOTO_BUCKETS, in $region (moto's dummy credentials).
+create_buckets() {
+    [[ -n ${MOTO_BUCKETS:-} ]] || return 0
+    # shellcheck disable=SC2086
+    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "$venv/bin/python" -c '
+import sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name=sys.argv[2])
+have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+for name in sys.argv[3:]:
+    if name not in have:
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": sys.argv[2]})
+        print("moto-server: created bucket " + name, file=sys.stderr)
+' "http://127.0.0.1:$1" "$region" $MOTO_BUCKETS
+}
+
 start() {
     install_moto
     mkdir -p "$state_dir"
     if running_pid >/dev/null; then
         say "already running (pid $(cat "$pid_file"))"
+        create_buckets "$(cat "$port_file")"
         print_env "$(cat "$port_file")"
         return
     fi
@@ -82,6 +99,7 @@ start() {
     for _ in $(seq 1 150); do
         if answers "$port"; then
             say "listening on 127.0.0.1:$port (pid $pid, log $log_file)"
+            create_buckets "$port"
             print_env "$port"
             return
         fi
