@@ -33,4 +33,16 @@ if os.environ.get("IMGBUILD_MOTO_PENDING_AMIS") == "1":
             self.state = "pending"
     amis.Ami.__init__ = pending_when_captured
 
+# IMGBUILD_MOTO_NO_SPOT_CAPACITY=1: spot RunInstances requests are refused
+# with InsufficientInstanceCapacity, as EC2 does when the market is dry.
+if os.environ.get("IMGBUILD_MOTO_NO_SPOT_CAPACITY") == "1":
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.responses.instances import InstanceResponse
+    run_instances = InstanceResponse.run_instances
+    def no_spot(self):
+        if self._get_param("InstanceMarketOptions.MarketType") == "spot":
+            raise EC2ClientError("InsufficientInstanceCapacity", "There is no Spot capacity available that matches your request.")
+        return run_instances(self)
+    InstanceResponse.run_instances = no_spot
+
 server.main(sys.argv[1:])

@@ -220,6 +220,11 @@ impl Setup {
 const PROVISION: &str = r#"
     { "type": "shell", "inline": ["echo built-in-ec2 > /etc/golden-marker", "mkdir -p /opt/app"] },
     { "type": "file", "content": "port=8080\n", "destination": "/opt/app/app.conf" }"#;
+/// PROVISION plus a reboot: the reconnect goes to the instance address again.
+const PROVISION_WITH_REBOOT: &str = r#"
+    { "type": "shell", "inline": ["echo built-in-ec2 > /etc/golden-marker", "mkdir -p /opt/app"] },
+    { "type": "shell", "inline": ["reboot"], "expect_disconnect": true },
+    { "type": "file", "content": "port=8080\n", "destination": "/opt/app/app.conf" }"#;
 const CHECKS: &str = r#"
     { "name": "marker", "file": "/etc/golden-marker", "contains": "built-in-ec2" },
     { "name": "config", "command": "cat /opt/app/app.conf", "stdout_matches": "^port=8080$" }"#;
@@ -231,7 +236,7 @@ fn ec2_build_provisions_verifies_captures_copies_and_leaves_nothing_behind() {
     let newest = register_sources(&setup.moto);
     let guest = StandIn::boot(&setup.dir);
     let extra = format!(r#", "ami_regions": ["{COPY_REGION}"], "ami_description": "golden web""#);
-    let template = setup.template(guest.port, &extra, PROVISION, CHECKS);
+    let template = setup.template(guest.port, &extra, PROVISION_WITH_REBOOT, CHECKS);
     let out = common::run(setup.command(&template));
     assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert!(!out.stderr.contains(PASSWORD), "password leaked:\n{}", out.stderr);
@@ -249,6 +254,15 @@ fn ec2_build_provisions_verifies_captures_copies_and_leaves_nothing_behind() {
     assert_eq!(manifest["verify"].as_array().map(Vec::len), Some(2), "{}", manifest["verify"]);
     let build_id = manifest["build_id"].as_str().unwrap().to_string();
     assert!(!manifest.to_string().contains(PASSWORD));
+    assert_eq!(manifest["source_ami"]["id"], newest.as_str());
+    // The manifest validates against its documented JSON Schema (a real validator).
+    let check = Command::new(common::venv_python().with_file_name("check-jsonschema"))
+        .arg("--schemafile")
+        .arg(common::repo_root().join("docs/manifest.schema.json"))
+        .arg(setup.store().join("golden-web/1.0.0/manifest.json"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
 
     // Both AMIs exist, are available, named and tagged; the instance was launched from the newest source.
     runtime().block_on(async {
@@ -288,7 +302,7 @@ fn ec2_build_provisions_verifies_captures_copies_and_leaves_nothing_behind() {
 }
 
 /// Runs a build with `--output json` and calls `at_step` once the named step
-/// has started; returns the exit code and the build id (from `run_started`).
+/// has started; returns the exit code, the build id and stderr + the events.
 fn run_until_step(cmd: &mut Command, step: &str, at_step: impl FnOnce(&mut Child)) -> (i32, String, String) {
     let mut child =
         cmd.args(["--output", "json", "--no-progress"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -296,8 +310,12 @@ fn run_until_step(cmd: &mut Command, step: &str, at_step: impl FnOnce(&mut Child
     let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let mut build_id = String::new();
     let mut at_step = Some(at_step);
+    let mut events = String::new();
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(&line.unwrap()) else { continue };
+        let line = line.unwrap();
+        events.push_str(&line);
+        events.push('\n');
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
         if let Some(id) = event["build_id"].as_str() {
             build_id = id.to_string();
         }
@@ -309,8 +327,9 @@ fn run_until_step(cmd: &mut Command, step: &str, at_step: impl FnOnce(&mut Child
         }
     }
     let code = child.wait().unwrap().code().unwrap_or(-1);
-    assert!(at_step.is_none(), "step `{step}` never started");
-    (code, build_id, errors.join().unwrap())
+    let output = format!("{}\n{events}", errors.join().unwrap());
+    assert!(at_step.is_none(), "step `{step}` never started:\n{output}");
+    (code, build_id, output)
 }
 
 fn interrupt(child: &mut Child) {
@@ -358,14 +377,15 @@ fn an_existing_ami_name_is_refused_before_anything_is_launched() {
 fn sigint_while_waiting_for_ssh_cleans_up_and_exits_130() {
     let setup = Setup::new();
     register_sources(&setup.moto);
-    // Nothing listens there: the SSH wait goes on until the interrupt.
-    let template = setup.template(free_port(), "", PROVISION, "");
+    // Nothing listens there: the SSH wait goes on until the interrupt. On the spot market.
+    let template = setup.template(free_port(), r#", "spot": true"#, PROVISION, "");
     let (code, build_id, stderr) = run_until_step(&mut setup.command(&template), "wait for SSH", |child| {
         eventually("the instance", || tagged(&setup.moto, REGION).iter().any(|r| r.kind == ResourceKind::Instance));
         interrupt(child);
     });
     assert_eq!(code, 130, "{stderr}");
     assert!(!build_id.is_empty());
+    assert!(stderr.contains(", spot) launched"), "{stderr}");
     assert_eq!(leftovers(&setup.moto), Vec::<String>::new(), "{stderr}");
 }
 
@@ -447,4 +467,26 @@ fn an_ami_wait_timeout_keeps_the_ami_and_reports_it() {
     assert_eq!(gc.code, 0, "{}", gc.stderr);
     assert_eq!(tagged(&setup.moto, REGION).iter().filter(|r| r.kind == ResourceKind::Image).count(), 1);
     assert!(!setup.store().join("golden-web/1.0.0").exists());
+}
+
+#[test]
+fn refused_spot_capacity_falls_back_to_on_demand_or_fails_when_told_not_to() {
+    let setup = Setup::with_moto(Moto::start_with_env(&[("IMGBUILD_MOTO_NO_SPOT_CAPACITY", "1")]));
+    register_sources(&setup.moto);
+    let template = setup.template(free_port(), r#", "spot": true"#, PROVISION, "");
+    let (code, _, output) = run_until_step(&mut setup.command(&template), "wait for SSH", interrupt);
+    assert_eq!(code, 130, "{output}");
+    assert!(output.contains("spot request refused (InsufficientInstanceCapacity); launching on-demand"), "{output}");
+    assert!(output.contains(", on-demand) launched"), "{output}");
+    assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
+
+    let template = setup.template(free_port(), r#", "spot": true, "spot_fallback": false"#, PROVISION, "");
+    let out = common::run(setup.command(&template));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("EC2 RunInstances failed in eu-west-1 (InsufficientInstanceCapacity)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
 }

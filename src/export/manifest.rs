@@ -44,6 +44,17 @@ pub struct Manifest {
     /// The artifact of an `ec2` build: its AMI in each region.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amis: Option<Vec<CloudImage>>,
+    /// The AMI an `ec2` build started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ami: Option<SourceAmi>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceAmi {
+    pub region: String,
+    pub id: String,
+    pub name: String,
+    pub creation_date: String,
 }
 
 /// An AMI an `ec2` build published.
@@ -140,6 +151,7 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         input_digest: state.input_digest.as_ref().map(|d| d.digest.clone()),
         input_parts: state.input_digest.as_ref().map(|d| d.parts_json()),
         amis: None,
+        source_ami: None,
     }
 }
 

@@ -157,7 +157,8 @@ impl Decode for Ec2Ssh {
         });
         let s = Ec2Ssh {
             username: o.or(cx, "username", d.username),
-            password: o.opt(cx, "password"),
+            // Empty (an unset variable's default): no password.
+            password: o.opt::<super::model::Secret>(cx, "password").filter(|p| !p.expose().is_empty()),
             port: o.or(cx, "port", d.port),
             timeout: o.or(cx, "timeout", d.timeout),
             ready_command: o.opt(cx, "ready_command"),
@@ -231,7 +232,9 @@ impl Ec2Builder {
             let span = o.node("ami_name").map_or(o.span, |n| n.span);
             cx.in_field("ami_name", |cx| cx.error(span, e));
         }
-        let cidrs: Vec<String> = o.or_default(cx, "temporary_sg_cidrs");
+        // Empty entries are dropped, so a variable can leave the default in place.
+        let cidrs: Vec<String> = o.or_default::<Vec<String>>(cx, "temporary_sg_cidrs");
+        let cidrs: Vec<String> = cidrs.into_iter().filter(|c| !c.is_empty()).collect();
         for (i, cidr) in cidrs.iter().enumerate() {
             if !is_cidr(cidr) {
                 let span = o.node("temporary_sg_cidrs").map_or(o.span, |n| n.span);
@@ -241,8 +244,8 @@ impl Ec2Builder {
             }
         }
         Some(Ec2Builder {
-            region: o.opt(cx, "region"),
-            endpoint_url: o.opt(cx, "endpoint_url"),
+            region: o.opt::<String>(cx, "region").filter(|r| !r.is_empty()),
+            endpoint_url: o.opt::<String>(cx, "endpoint_url").filter(|e| !e.is_empty()),
             instance_type: o.or(cx, "instance_type", defaults::instance_type()),
             subnet_id: o.opt(cx, "subnet_id"),
             associate_public_ip: o.opt(cx, "associate_public_ip"),
@@ -253,7 +256,7 @@ impl Ec2Builder {
             user_data: o.opt(cx, "user_data"),
             ami_name: ami_name.filter(|n| check_ami_name(n).is_ok())?,
             ami_description: o.opt(cx, "ami_description"),
-            ami_regions: o.or_default(cx, "ami_regions"),
+            ami_regions: o.or_default::<Vec<String>>(cx, "ami_regions").into_iter().filter(|r| !r.is_empty()).collect(),
             tags: o.or_default(cx, "tags"),
             encrypt_boot: o.or(cx, "encrypt_boot", false),
             instance_wait_timeout: o.or(cx, "instance_wait_timeout", defaults::instance_wait_timeout()),

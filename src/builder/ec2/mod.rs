@@ -507,9 +507,16 @@ impl Step<BuildState> for Publish {
                 snapshots: image.snapshots.clone(),
             })
             .collect();
+        let source_ami = crate::export::manifest::SourceAmi {
+            region: ec2.api.region().to_string(),
+            id: ec2.source.id.clone(),
+            name: ec2.source.name.clone(),
+            creation_date: ec2.source.creation_date.clone(),
+        };
         let mut manifest = crate::export::manifest::build(state, &state.version, cx.timings(), &[]).await;
         manifest.verify = state.verify_results.clone();
         manifest.amis = Some(amis);
+        manifest.source_ami = Some(source_ami);
         let mut json = serde_json::to_value(&manifest)?;
         crate::redact::scrub_json(&mut json);
         let dir = staging.commit(&json, &[(crate::source::DigestAlgo::Sha256, String::new())])?;
