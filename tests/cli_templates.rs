@@ -50,6 +50,75 @@ fn malformed() -> Vec<(&'static str, String, &'static str, &'static str)> {
     ]
 }
 
+const EC2_BASE: &str = r#"{
+  "name": "t",
+  "version": "1.0.0",
+  "source": { "type": "ami", "ami": "ami-0123456789abcdef0" },
+  "builder": {
+    "type": "ec2",
+    "region": "eu-west-1",
+    "temporary_sg_cidrs": ["10.0.0.0/8"],
+    "ssh": { "username": "admin", "interface": "private_ip" },
+    "ami_name": "golden-{{ build.version }}"
+  }
+}"#;
+
+fn malformed_ec2() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    let r = |from: &str, to: &str| EC2_BASE.replacen(from, to, 1);
+    vec![
+        ("unknown ec2 field", r(r#""region":"#, r#""regoin":"#), "builder.regoin", "\"regoin\""),
+        ("bad AMI name", r("golden-{{", "golden*{{"), "builder.ami_name", "\"golden*"),
+        ("bad CIDR", r("10.0.0.0/8", "10.0.0.0/33"), "builder.temporary_sg_cidrs[0]", "[\"10.0.0.0/33\"]"),
+        ("bad SSH interface", r("private_ip", "private"), "builder.ssh.interface", "\"private\""),
+        (
+            "missing ami_name",
+            r(
+                r#",
+    "ami_name": "golden-{{ build.version }}""#,
+                "",
+            ),
+            "builder.ami_name",
+            "{\n    \"type\": \"ec2\"",
+        ),
+        (
+            "ami and filter",
+            r(r#""ami": "ami-0123456789abcdef0""#, r#""ami": "ami-1", "filter": { "name": "x-*" }"#),
+            "source",
+            "{ \"type\": \"ami\"",
+        ),
+        ("filter without name", r(r#""ami": "ami-0123456789abcdef0""#, r#""filter": {}"#), "source.filter.name", "{}"),
+    ]
+}
+
+#[test]
+fn base_ec2_template_is_valid_and_ami_sources_need_ec2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "t.json", EC2_BASE);
+    let out = run({
+        let mut c = imgbuild(dir.path());
+        c.arg("validate").arg(&file);
+        c
+    });
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let qemu_with_ami = EC2_BASE.replacen(
+        r#""type": "ec2",
+    "region": "eu-west-1",
+    "temporary_sg_cidrs": ["10.0.0.0/8"],
+    "ssh": { "username": "admin", "interface": "private_ip" },
+    "ami_name": "golden-{{ build.version }}""#,
+        r#""type": "qemu""#,
+        1,
+    );
+    let file = write(dir.path(), "t.json", &qemu_with_ami);
+    let out = run({
+        let mut c = imgbuild(dir.path());
+        c.arg("validate").arg(&file);
+        c
+    });
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("an `ami` source needs the `ec2` builder"), "{}", out.stderr);
+}
+
 /// `line:column` (1-based, in characters) of the first occurrence of `needle`.
 fn position_of(text: &str, needle: &str) -> String {
     let offset = text.find(needle).unwrap_or_else(|| panic!("{needle} not in template"));
@@ -62,7 +131,7 @@ fn position_of(text: &str, needle: &str) -> String {
 #[test]
 fn malformed_templates_exit_2_with_path_and_position() {
     let dir = tempfile::tempdir().unwrap();
-    for (case, text, path, needle) in malformed() {
+    for (case, text, path, needle) in malformed().into_iter().chain(malformed_ec2()) {
         let position = position_of(&text, needle);
         let file = write(dir.path(), "t.json", &text);
         let out = run({

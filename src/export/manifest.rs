@@ -27,10 +27,16 @@ pub struct Manifest {
     pub git: Option<GitInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceInfo>,
+    /// The AMI an `ec2` build started from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ami: Option<SourceAmi>,
     pub builder: BuilderInfo,
     pub provisioners: Vec<ProvisionerInfo>,
     pub steps: Vec<StepTiming>,
     pub artifacts: Vec<Artifact>,
+    /// The artifact of an `ec2` build: its AMI in each region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amis: Option<Vec<CloudImage>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,12 +47,6 @@ pub struct Manifest {
     /// The labelled parts of `input_digest`, so a rebuild can say what changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_parts: Option<serde_json::Value>,
-    /// The artifact of an `ec2` build: its AMI in each region.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub amis: Option<Vec<CloudImage>>,
-    /// The AMI an `ec2` build started from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source_ami: Option<SourceAmi>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +132,7 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         template: TemplateInfo { path: loaded.path.display().to_string(), sha256: sha256_hex(&resolved) },
         git: git_info(&loaded.dir).await,
         source: state.source.as_ref().map(|s| SourceInfo { url: s.source.clone(), digest: s.digest.to_string() }),
+        source_ami: None,
         builder: BuilderInfo {
             kind: match &loaded.template.builder {
                 crate::template::Builder::Qemu(_) => "qemu".into(),
@@ -146,12 +147,11 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         provisioners: provisioner_info(state).await,
         steps: steps.to_vec(),
         artifacts: artifacts.to_vec(),
+        amis: None,
         verify: None,
         parent: None,
         input_digest: state.input_digest.as_ref().map(|d| d.digest.clone()),
         input_parts: state.input_digest.as_ref().map(|d| d.parts_json()),
-        amis: None,
-        source_ami: None,
     }
 }
 

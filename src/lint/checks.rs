@@ -62,8 +62,9 @@ impl<'a> Checker<'a> {
         });
     }
 
-    fn is_qemu(&self) -> bool {
-        matches!(self.loaded.template.builder, Builder::Qemu(_))
+    /// `qemu` and `ec2` boot a machine (and publish); `null` does neither.
+    fn boots_machine(&self) -> bool {
+        !matches!(self.loaded.template.builder, Builder::Null)
     }
 
     /// IB001, IB003, IB013 and the source part of IB002.
@@ -352,7 +353,7 @@ impl<'a> Checker<'a> {
     fn verify(&mut self) {
         let node = self.raw.get("verify");
         let empty = self.loaded.template.verify.is_empty();
-        if self.is_qemu() && empty {
+        if self.boots_machine() && empty {
             let span = node.map_or(self.raw.span, |n| n.span);
             let path = if node.is_some() { "verify" } else { "" };
             self.push(
@@ -362,7 +363,7 @@ impl<'a> Checker<'a> {
                 "no `verify` checks: the image is published without any test that it boots into a working system",
             );
         }
-        if !self.is_qemu() && !empty {
+        if !self.boots_machine() && !empty {
             let span = node.map_or(self.raw.span, |n| n.span);
             self.push(
                 rules::IB015,
@@ -377,7 +378,7 @@ impl<'a> Checker<'a> {
     fn published_version(&mut self) {
         let VersionSpec::Exact(version) = &self.loaded.template.version else { return };
         let Some(node) = self.raw.get("version") else { return };
-        if !self.is_qemu() {
+        if !self.boots_machine() {
             // The null builder publishes nothing.
             return;
         }
@@ -463,8 +464,9 @@ impl<'a> Checker<'a> {
         let mut hits = Vec::new();
         for (key, decl) in members(self.raw.get("variables")) {
             let path = field("variables", &key.name);
+            // An empty default stores no secret: it means "none unless given".
             if as_bool(decl.get("sensitive")) == Some(true)
-                && let Some(default) = decl.get("default")
+                && let Some(default) = decl.get("default").filter(|d| d.as_str() != Some(""))
             {
                 hits.push((
                     rules::IB011,

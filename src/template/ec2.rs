@@ -96,7 +96,7 @@ pub struct Ec2Ssh {
     pub username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<super::model::Secret>,
-    #[schemars(default = "defaults::ssh_port")]
+    #[schemars(default = "defaults::ssh_port", schema_with = "defaults::port")]
     pub port: u16,
     #[schemars(default = "defaults::ec2_ssh_timeout")]
     pub timeout: Dur,
@@ -142,6 +142,12 @@ impl Decode for Ec2Ssh {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
         let d = Ec2Ssh::default();
+        let username = o.or(cx, "username", d.username.clone());
+        // Empty (an unset variable's default): no password.
+        let password = o.opt::<super::model::Secret>(cx, "password").filter(|p| !p.expose().is_empty());
+        let port = o.or(cx, "port", d.port);
+        let timeout = o.or(cx, "timeout", d.timeout);
+        let ready_command = o.opt(cx, "ready_command");
         let interface = o.node("interface").map_or(Some(d.interface), |n| {
             cx.in_field("interface", |cx| {
                 one_of(
@@ -156,12 +162,11 @@ impl Decode for Ec2Ssh {
             })
         });
         let s = Ec2Ssh {
-            username: o.or(cx, "username", d.username),
-            // Empty (an unset variable's default): no password.
-            password: o.opt::<super::model::Secret>(cx, "password").filter(|p| !p.expose().is_empty()),
-            port: o.or(cx, "port", d.port),
-            timeout: o.or(cx, "timeout", d.timeout),
-            ready_command: o.opt(cx, "ready_command"),
+            username,
+            password,
+            port,
+            timeout,
+            ready_command,
             interface: interface?,
             host: o.opt::<String>(cx, "host").filter(|h| !h.is_empty()),
         };
@@ -224,14 +229,15 @@ pub struct Ec2Builder {
 
 impl Ec2Builder {
     pub(super) fn read(o: &mut ObjectReader, cx: &mut Cx) -> Option<Self> {
+        // Read in documentation order: `imgbuild fmt` writes fields in the order they are read.
+        let region = o.opt::<String>(cx, "region").filter(|r| !r.is_empty());
+        let endpoint_url = o.opt::<String>(cx, "endpoint_url").filter(|e| !e.is_empty());
+        let instance_type = o.or(cx, "instance_type", defaults::instance_type());
+        let subnet_id = o.opt(cx, "subnet_id");
+        let associate_public_ip = o.opt(cx, "associate_public_ip");
+        let spot = o.or(cx, "spot", false);
+        let spot_fallback = o.or(cx, "spot_fallback", true);
         let ssh = o.opt::<Ec2Ssh>(cx, "ssh").or_else(|| (!o.has("ssh")).then(Ec2Ssh::default));
-        let ami_name = o.req::<String>(cx, "ami_name");
-        if let Some(name) = &ami_name
-            && let Err(e) = check_ami_name(name)
-        {
-            let span = o.node("ami_name").map_or(o.span, |n| n.span);
-            cx.in_field("ami_name", |cx| cx.error(span, e));
-        }
         // Empty entries are dropped, so a variable can leave the default in place.
         let cidrs: Vec<String> = o.or_default::<Vec<String>>(cx, "temporary_sg_cidrs");
         let cidrs: Vec<String> = cidrs.into_iter().filter(|c| !c.is_empty()).collect();
@@ -243,17 +249,25 @@ impl Ec2Builder {
                 });
             }
         }
+        let user_data = o.opt(cx, "user_data");
+        let ami_name = o.req::<String>(cx, "ami_name");
+        if let Some(name) = &ami_name
+            && let Err(e) = check_ami_name(name)
+        {
+            let span = o.node("ami_name").map_or(o.span, |n| n.span);
+            cx.in_field("ami_name", |cx| cx.error(span, e));
+        }
         Some(Ec2Builder {
-            region: o.opt::<String>(cx, "region").filter(|r| !r.is_empty()),
-            endpoint_url: o.opt::<String>(cx, "endpoint_url").filter(|e| !e.is_empty()),
-            instance_type: o.or(cx, "instance_type", defaults::instance_type()),
-            subnet_id: o.opt(cx, "subnet_id"),
-            associate_public_ip: o.opt(cx, "associate_public_ip"),
-            spot: o.or(cx, "spot", false),
-            spot_fallback: o.or(cx, "spot_fallback", true),
+            region,
+            endpoint_url,
+            instance_type,
+            subnet_id,
+            associate_public_ip,
+            spot,
+            spot_fallback,
             ssh: ssh?,
             temporary_sg_cidrs: cidrs,
-            user_data: o.opt(cx, "user_data"),
+            user_data,
             ami_name: ami_name.filter(|n| check_ami_name(n).is_ok())?,
             ami_description: o.opt(cx, "ami_description"),
             ami_regions: o.or_default::<Vec<String>>(cx, "ami_regions").into_iter().filter(|r| !r.is_empty()).collect(),

@@ -509,7 +509,7 @@ pub struct SshSettings {
     pub username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
-    #[schemars(default = "defaults::ssh_port")]
+    #[schemars(default = "defaults::ssh_port", schema_with = "defaults::port")]
     pub port: u16,
     #[schemars(default = "defaults::ssh_timeout")]
     pub timeout: Dur,

@@ -103,6 +103,17 @@ pub fn cloud_init(generator: &mut SchemaGenerator) -> Schema {
     json_schema!({ "anyOf": [ { "type": "boolean" }, object ] })
 }
 
+/// A TCP port, or a string that interpolates to one (`"{{ var.ssh_port }}"`):
+/// the decoder accepts both.
+pub fn port(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            { "type": "integer", "minimum": 1, "maximum": 65535 },
+            { "type": "string", "pattern": "\\{\\{" }
+        ]
+    })
+}
+
 pub fn protocol(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "enum": ["tcp", "udp"] })
 }
