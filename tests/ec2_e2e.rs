@@ -490,3 +490,39 @@ fn refused_spot_capacity_falls_back_to_on_demand_or_fails_when_told_not_to() {
     );
     assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
 }
+
+#[test]
+fn an_ssh_timeout_shows_the_tail_of_the_instance_console() {
+    let setup = Setup::new();
+    register_sources(&setup.moto);
+    let template = setup.template(free_port(), "", PROVISION, "");
+    let text = std::fs::read_to_string(&template).unwrap().replace(r#""timeout": "3m""#, r#""timeout": "2s""#);
+    std::fs::write(&template, text).unwrap();
+    let out = common::run(setup.command(&template));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("timed out after"), "{}", out.stderr);
+    assert!(out.stderr.contains("--- instance console output (last lines) ---"), "{}", out.stderr);
+    // moto's sample console output (GetConsoleOutput, base64-decoded).
+    assert!(out.stderr.contains("Enabling fast FPU save and restore... done."), "{}", out.stderr);
+    assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
+}
+
+#[test]
+fn kill_9_while_the_ami_is_pending_then_gc_removes_the_ami_and_its_snapshot() {
+    let _vm = common::vm_lock();
+    let setup = Setup::slow_amis();
+    register_sources(&setup.moto);
+    let guest = StandIn::boot(&setup.dir);
+    let template = setup.template(guest.port, "", PROVISION, "");
+    let (code, _, _) = run_until_step(&mut setup.command(&template), "create AMI", |child| {
+        eventually("the pending AMI", || tagged(&setup.moto, REGION).iter().any(|r| r.kind == ResourceKind::Image));
+        child.kill().unwrap();
+    });
+    assert_eq!(code, -1, "killed by a signal");
+    let kinds: Vec<ResourceKind> = tagged(&setup.moto, REGION).iter().map(|r| r.kind).collect();
+    assert!(kinds.contains(&ResourceKind::Image) && kinds.contains(&ResourceKind::Instance), "{kinds:?}");
+    let gc = setup.gc(&[]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert!(gc.stderr.contains("deleted image"), "{}", gc.stderr);
+    assert!(tagged(&setup.moto, REGION).is_empty(), "{:?}\n{}", tagged(&setup.moto, REGION), gc.stderr);
+}

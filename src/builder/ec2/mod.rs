@@ -532,3 +532,14 @@ impl Step<BuildState> for Publish {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn console_tail_keeps_the_last_lines() {
+        let text: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        let tail = super::tail(&text);
+        assert!(tail.starts_with("line 16\n") && tail.ends_with("line 40"), "{tail}");
+        assert_eq!(super::tail("only\n"), "only");
+    }
+}
