@@ -19,6 +19,18 @@ pub struct RemoteSsh {
     pub settings: SshSettings,
 }
 
+/// Records the first SSH connection to the build machine for later steps.
+pub fn ssh_ready(state: &mut crate::build::BuildState, client: SshClient, started: std::time::Instant) {
+    crate::ui::info(format!(
+        "SSH ready after {:.1}s (host key {})",
+        started.elapsed().as_secs_f64(),
+        client.host_key_fingerprint()
+    ));
+    state.machine.boot_time = state.machine.launched_at.map(|t| t.elapsed());
+    state.machine.host_key = Some(client.host_key_fingerprint().to_string());
+    state.machine.ssh = Some(client);
+}
+
 /// Waits for SSH on `target`, then for `ready_command` (if any) to succeed,
 /// all within `ssh.timeout`.
 pub async fn wait_until_ready(

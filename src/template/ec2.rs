@@ -142,12 +142,7 @@ impl Decode for Ec2Ssh {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
         let d = Ec2Ssh::default();
-        let username = o.or(cx, "username", d.username.clone());
-        // Empty (an unset variable's default): no password.
-        let password = o.opt::<super::model::Secret>(cx, "password").filter(|p| !p.expose().is_empty());
-        let port = o.or(cx, "port", d.port);
-        let timeout = o.or(cx, "timeout", d.timeout);
-        let ready_command = o.opt(cx, "ready_command");
+        let common = SshSettings::read_fields(&mut o, cx, d.common());
         let interface = o.node("interface").map_or(Some(d.interface), |n| {
             cx.in_field("interface", |cx| {
                 one_of(
@@ -162,11 +157,11 @@ impl Decode for Ec2Ssh {
             })
         });
         let s = Ec2Ssh {
-            username,
-            password,
-            port,
-            timeout,
-            ready_command,
+            username: common.username,
+            password: common.password,
+            port: common.port,
+            timeout: common.timeout,
+            ready_command: common.ready_command,
             interface: interface?,
             host: o.opt::<String>(cx, "host").filter(|h| !h.is_empty()),
         };

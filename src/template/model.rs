@@ -532,16 +532,23 @@ impl Default for SshSettings {
 impl Decode for SshSettings {
     fn decode(node: &Node, cx: &mut Cx) -> Option<Self> {
         let mut o = cx.object(node)?;
-        let d = SshSettings::default();
-        let s = SshSettings {
+        let s = SshSettings::read_fields(&mut o, cx, SshSettings::default());
+        o.finish(cx);
+        Some(s)
+    }
+}
+
+impl SshSettings {
+    /// The fields every builder's `ssh` block has, with the builder's defaults.
+    pub(super) fn read_fields(o: &mut ObjectReader, cx: &mut Cx, d: SshSettings) -> SshSettings {
+        SshSettings {
             username: o.or(cx, "username", d.username),
-            password: o.opt(cx, "password"),
+            // Empty (an unset variable's default): no password.
+            password: o.opt::<Secret>(cx, "password").filter(|p| !p.expose().is_empty()),
             port: o.or(cx, "port", d.port),
             timeout: o.or(cx, "timeout", d.timeout),
             ready_command: o.opt(cx, "ready_command"),
-        };
-        o.finish(cx);
-        Some(s)
+        }
     }
 }
 

@@ -397,14 +397,7 @@ impl Step<BuildState> for WaitSsh {
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let started = std::time::Instant::now();
         let client = connect(state, &cx.cancel).await?;
-        ui::info(format!(
-            "SSH ready after {:.1}s (host key {})",
-            started.elapsed().as_secs_f64(),
-            client.host_key_fingerprint()
-        ));
-        state.machine.boot_time = state.machine.launched_at.map(|t| t.elapsed());
-        state.machine.host_key = Some(client.host_key_fingerprint().to_string());
-        state.machine.ssh = Some(client);
+        super::ssh_ready(state, client, started);
         Ok(())
     }
 }
