@@ -37,7 +37,19 @@ struct Setup {
 impl Setup {
     fn new(moto: &Moto) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let (source, sha256) = random_disk(dir.path(), 16 * MIB);
+        let setup = Setup { template: dir.path().join("s3img.json"), dir };
+        setup.write_template(moto, 7);
+        // Empty AWS config files: nothing from the host's ~/.aws is used.
+        for file in ["aws-config", "aws-credentials"] {
+            std::fs::write(setup.work().join(file), "").unwrap();
+        }
+        s3py(moto, "s3.create_bucket(Bucket=a[0])", &[BUCKET]);
+        setup
+    }
+
+    /// The template, on a source disk of random data from `seed`.
+    fn write_template(&self, moto: &Moto, seed: u64) {
+        let (source, sha256) = random_disk(self.work(), 16 * MIB, seed);
         let template = serde_json::json!({
             "name": NAME,
             "version": "1.0.0",
@@ -57,14 +69,33 @@ impl Setup {
                 }]
             }
         });
-        let path = dir.path().join("s3img.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&template).unwrap()).unwrap();
-        // Empty AWS config files: nothing from the host's ~/.aws is used.
-        for file in ["aws-config", "aws-credentials"] {
-            std::fs::write(dir.path().join(file), "").unwrap();
+        std::fs::write(&self.template, serde_json::to_string_pretty(&template).unwrap()).unwrap();
+    }
+
+    /// Starts a build that pauses at `stage` of its S3 publish, and SIGKILLs
+    /// it there: no cleanup, no abort.
+    fn build_killed_at(&self, moto: &Moto, stage: &str) {
+        let _vm = vm_lock();
+        let mut cmd = self.imgbuild(moto);
+        cmd.args(["--no-progress", "build"])
+            .arg(&self.template)
+            .env("IMGBUILD_TEST_PAUSE_AT", stage)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut log = String::new();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            log.push_str(&line);
+            if line.contains(&format!("IMGBUILD_PAUSED {stage}")) {
+                break;
+            }
+            line.clear();
         }
-        s3py(moto, "s3.create_bucket(Bucket=a[0])", &[BUCKET]);
-        Setup { dir, template: path }
+        assert!(log.contains("IMGBUILD_PAUSED"), "the build never reached {stage}:\n{log}");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     fn work(&self) -> &Path {
@@ -91,9 +122,13 @@ impl Setup {
     }
 
     fn build(&self, moto: &Moto, extra: &[&str]) -> Run {
+        self.build_with_env(moto, extra, &[])
+    }
+
+    fn build_with_env(&self, moto: &Moto, extra: &[&str], env: &[(&str, &str)]) -> Run {
         let _vm = vm_lock();
         let mut cmd = self.imgbuild(moto);
-        cmd.args(["--no-progress", "build"]).arg(&self.template).args(extra);
+        cmd.args(["--no-progress", "build"]).arg(&self.template).args(extra).envs(env.iter().copied());
         run(cmd)
     }
 
@@ -106,10 +141,10 @@ impl Setup {
 
 /// A raw disk of seeded random data whose first sector is zero (no boot
 /// signature, so SeaBIOS never tries to run it).
-fn random_disk(dir: &Path, size: usize) -> (PathBuf, String) {
+fn random_disk(dir: &Path, size: usize, seed: u64) -> (PathBuf, String) {
     let mut data = vec![0u8; size];
-    rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut data[512..]);
-    let path = dir.join("source.raw");
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data[512..]);
+    let path = dir.join(format!("source-{seed}.raw"));
     std::fs::write(&path, &data).unwrap();
     (path, hex::encode(sha2::Sha256::digest(&data)))
 }
@@ -249,29 +284,7 @@ fn publishes_a_multipart_artifact_that_downloads_and_checks_and_the_store_comman
 fn a_publisher_killed_mid_upload_leaves_no_version_and_the_next_run_cleans_up() {
     let moto = Moto::start();
     let setup = Setup::new(&moto);
-    {
-        let _vm = vm_lock();
-        let mut cmd = setup.imgbuild(&moto);
-        cmd.args(["--no-progress", "build"])
-            .arg(&setup.template)
-            .env("IMGBUILD_TEST_PAUSE_AT", "s3-uploading")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut log = String::new();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 {
-            log.push_str(&line);
-            if line.contains("IMGBUILD_PAUSED s3-uploading") {
-                break;
-            }
-            line.clear();
-        }
-        assert!(log.contains("IMGBUILD_PAUSED"), "the build never reached the upload:\n{log}");
-        child.kill().unwrap(); // SIGKILL: no cleanup, no abort
-        child.wait().unwrap();
-    }
+    setup.build_killed_at(&moto, "s3-uploading");
     // Mid-upload: a multipart upload is open, and no version is visible.
     assert_eq!(multipart_uploads(&moto), [artifact_key("1.0.0")]);
     let out = setup.store_cmd(&moto, &["versions", NAME]);
@@ -319,10 +332,52 @@ fn the_same_version_published_twice_at_once_has_exactly_one_winner() {
     assert_eq!(winners, 1, "{all}");
     let loser = runs.iter().find(|r| r.code != 0).unwrap();
     // Lost at the manifest, on a file, to the pre-check, or its upload was swept by the winner.
-    let lost = ["already exists in s3://", "already published in s3://", "another build publishing the same version"];
+    let lost = [
+        "already exists in s3://",
+        "already published in s3://",
+        "another build publishing the same version",
+        "from another build publishing this version",
+    ];
     assert!(lost.iter().any(|m| loser.stderr.contains(m)), "{all}");
     assert_eq!(listed(&setup, &moto), ["1.0.0"]);
     assert!(multipart_uploads(&moto).is_empty());
+    let dest = setup.work().join("download");
+    download(&moto, "1.0.0", &dest);
+    sha256sum_check(&dest);
+    let verify = setup.store_cmd(&moto, &["verify-artifact", &format!("{NAME}@1.0.0")]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+}
+
+#[test]
+fn files_of_a_publisher_killed_before_its_manifest_are_kept_until_stale() {
+    let moto = Moto::start();
+    let setup = Setup::new(&moto);
+    setup.build_killed_at(&moto, "s3-before-manifest");
+    // The artifact and SHA256SUMS are complete, the version invisible.
+    assert!(multipart_uploads(&moto).is_empty());
+    let keys = s3py(
+        &moto,
+        "print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket=a[0]).get('Contents', [])]))",
+        &[BUCKET],
+    );
+    let sums_key = format!("{PREFIX}{NAME}/1.0.0/SHA256SUMS");
+    assert_eq!(serde_json::from_str::<Vec<String>>(&keys).unwrap(), [sums_key, artifact_key("1.0.0")]);
+    let out = setup.store_cmd(&moto, &["versions", NAME]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+
+    // Other content for that version: the leftover could be a live build's
+    // (it is not stale yet), so it stays and the build says what to do.
+    setup.write_template(&moto, 8);
+    let out = setup.build(&moto, &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("IMGBUILD_S3_STALE_AFTER=0s"), "{}", out.stderr);
+    assert!(out.stderr.contains(&artifact_key("1.0.0")), "{}", out.stderr);
+    assert!(multipart_uploads(&moto).is_empty());
+
+    // Nobody else is publishing: with a zero stale age the leftover goes.
+    let out = setup.build_with_env(&moto, &[], &[("IMGBUILD_S3_STALE_AFTER", "0s")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(listed(&setup, &moto), ["1.0.0"]);
     let dest = setup.work().join("download");
     download(&moto, "1.0.0", &dest);
     sha256sum_check(&dest);

@@ -73,6 +73,12 @@ pub enum PublishError {
         #[source]
         source: StoreError,
     },
+    /// An object of the version with other content and no manifest: a
+    /// concurrent publisher's, or a dead one's that is not stale yet.
+    #[error(
+        "cannot publish {name}@{version}: {object} holds other content, from another build publishing this version or an interrupted one; if none is running, run again with IMGBUILD_S3_STALE_AFTER=0s to remove its leftovers"
+    )]
+    Leftover { name: String, version: String, object: String },
     #[error("{0}")]
     StaleAge(String),
 }
@@ -146,13 +152,9 @@ impl Step<BuildState> for PublishStep {
         // and the build can simply be run again.
         let targets: Vec<S3Publish> = s3_targets(&state.loaded).into_iter().cloned().collect();
         for target in &targets {
-            // Boxed as a `Send` future here, where the lifetimes are concrete:
-            // proving it inside the step's own future trips rustc's
-            // "Send is not general enough" limitation.
-            let upload: std::pin::Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send + '_>> = Box::pin(
-                s3::publish(target, &manifest.name, &manifest.version, &staging, &exported.artifacts, &json, &sums),
-            );
-            let url = upload.await?;
+            let url =
+                s3::publish(target, &manifest.name, &manifest.version, &staging, &exported.artifacts, &json, &sums)
+                    .await?;
             ui::info(format!("published {}@{} to {url}", manifest.name, manifest.version));
             published_event(&manifest.name, &manifest.version, "s3", &url);
             exported.published.push(url);
@@ -228,8 +230,7 @@ mod s3 {
         manifest: &serde_json::Value,
         sums: &[(DigestAlgo, String)],
     ) -> Result<String, BoxError> {
-        // A function, not a closure: a closure holding references across
-        // the awaits below makes rustc unable to prove the future `Send`.
+        // Every error names the target.
         fn failed(name: &str, version: &str, target: &S3Publish, source: StoreError) -> PublishError {
             PublishError::S3 { name: name.to_string(), version: version.to_string(), url: target.url(), source }
         }
@@ -264,15 +265,22 @@ mod s3 {
                 (algo, body.clone())
             })
             .collect();
-        let progress = Arc::new(ui::ByteProgress::new(&format!("upload {url}"), None));
-        let paused = AtomicBool::new(false);
+        let artifact_bytes = artifacts.iter().map(|a| a.size).sum::<u64>();
+        let progress = Arc::new(ui::ByteProgress::new(&format!("upload {url}"), Some(artifact_bytes.max(1))));
+        let (paused_uploading, paused_files) = (AtomicBool::new(false), AtomicBool::new(false));
         let bar = progress.clone();
         let callback: imgbuild_aws::Progress = Arc::new(move |done, total| {
             bar.set_total(Some(total));
             bar.set_position(done);
-            // Crash tests: stop once the first part of an upload is in and the rest are in flight.
-            if done < total && !paused.swap(true, Ordering::SeqCst) {
+            // Crash tests: stop once the first part of an upload is in and the
+            // rest are in flight, or once the files and SHA256SUMS are in but
+            // not the manifest (a part is counted before its upload completes,
+            // a list only once written).
+            if done < artifact_bytes && !paused_uploading.swap(true, Ordering::SeqCst) {
                 crate::store::pause_point("s3-uploading");
+            }
+            if done > artifact_bytes && done < total && !paused_files.swap(true, Ordering::SeqCst) {
+                crate::store::pause_point("s3-before-manifest");
             }
         });
         let result = upload(store.clone(), name, version, files, manifest.clone(), lists, callback).await;
@@ -336,11 +344,20 @@ mod s3 {
         url: &str,
         e: S3Error,
     ) -> PublishError {
-        let published_by_other = !matches!(e, S3Error::PublishedWithoutMetadata { .. })
-            && (e.is_already_exists() || store.exists(name, version).await.unwrap_or(false));
+        let published_by_other = matches!(e, S3Error::VersionExists { .. })
+            || (!matches!(e, S3Error::PublishedWithoutMetadata { .. })
+                && store.exists(name, version).await.unwrap_or(false));
         if published_by_other {
             tracing::debug!(error = %chain(&e), "lost the publish race");
             return PublishError::ExistsInS3 { name: name.to_string(), version: version.to_string(), url: url.into() };
+        }
+        // A file of this version is there with other content, and no manifest.
+        if let S3Error::VersionConflict { bucket, key, .. } = &e {
+            return PublishError::Leftover {
+                name: name.to_string(),
+                version: version.to_string(),
+                object: format!("s3://{bucket}/{key}"),
+            };
         }
         // Our multipart upload vanished: another build of this version swept it
         // before starting its own upload (see `sweep_before_publish`).

@@ -71,6 +71,8 @@ pub const PAUSE_DURATION: Duration = Duration::from_secs(60);
 /// * `before-index` — before the index rewrite (store lock held)
 /// * `s3-uploading` — an S3 publish has uploaded its first part of a
 ///   multipart upload; the upload is open, more parts are in flight
+/// * `s3-before-manifest` — the artifact files and `SHA256SUMS` of an S3
+///   publish are complete; `manifest.json` is not written yet
 pub const PAUSE_STAGES: &[&str] = &[
     "staged",
     "files-synced",
@@ -80,6 +82,7 @@ pub const PAUSE_STAGES: &[&str] = &[
     "after-channels",
     "before-index",
     "s3-uploading",
+    "s3-before-manifest",
 ];
 
 /// Crash-test hook, inert unless `IMGBUILD_TEST_PAUSE_AT` equals `stage`.
