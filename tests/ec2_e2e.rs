@@ -4,6 +4,7 @@
 //! the test fixture, which plays the instance: provisioners and verify run
 //! for real. After every build, moto is asked what is still tagged with the
 //! build id: nothing but the finished AMIs may remain.
+#![cfg(feature = "aws")]
 
 mod common;
 

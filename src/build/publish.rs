@@ -283,7 +283,8 @@ mod s3 {
                 crate::store::pause_point("s3-before-manifest");
             }
         });
-        let result = upload(store.clone(), name, version, files, manifest.clone(), lists, callback).await;
+        // Dropping this future (an interrupted build) aborts the multipart upload.
+        let result = store.publish_with_progress(name, version, &files, manifest, &lists, Some(callback)).await;
         progress.finish();
         match result {
             Ok(published) => {
@@ -296,41 +297,6 @@ mod s3 {
                 Ok(published.url)
             }
             Err(e) => Err(lost_race(&store, name, version, &url, e).await.into()),
-        }
-    }
-
-    /// Runs `S3Store::publish_with_progress` on a blocking thread that
-    /// drives it with `Handle::block_on`: its future cannot be proven `Send`
-    /// for every lifetime (rustc's limitation with async closures), which a
-    /// build step requires. If the step is dropped (the build was
-    /// interrupted), the publish future is dropped too, which aborts its
-    /// multipart upload.
-    async fn upload(
-        store: imgbuild_aws::S3Store,
-        name: &str,
-        version: &str,
-        files: Vec<ArtifactFile>,
-        manifest: serde_json::Value,
-        lists: Vec<(Algo, String)>,
-        progress: imgbuild_aws::Progress,
-    ) -> Result<imgbuild_aws::Published, S3Error> {
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let _cancel_on_drop = cancel.clone().drop_guard();
-        let runtime = tokio::runtime::Handle::current();
-        let (name, version) = (name.to_string(), version.to_string());
-        let task = tokio::task::spawn_blocking(move || {
-            runtime.block_on(async {
-                let publish = store.publish_with_progress(&name, &version, &files, &manifest, &lists, Some(progress));
-                tokio::select! {
-                    result = publish => Some(result),
-                    () = cancel.cancelled() => None,
-                }
-            })
-        });
-        match task.await {
-            Ok(Some(result)) => result,
-            Ok(None) => Err(S3Error::Task("the publish was cancelled".to_string())),
-            Err(e) => Err(S3Error::Task(format!("the publish task failed: {e}"))),
         }
     }
 

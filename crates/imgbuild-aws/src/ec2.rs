@@ -837,7 +837,7 @@ mod tests {
 
     #[test]
     fn sweep_order_puts_dependents_first() {
-        let mut kinds = vec![
+        let mut kinds = [
             ResourceKind::KeyPair,
             ResourceKind::SecurityGroup,
             ResourceKind::Snapshot,

@@ -103,6 +103,12 @@ pub struct CleanupReport {
     pub removed_leftovers: Vec<String>,
 }
 
+/// The new value of an [`S3Store::update_json`] update: a boxed `Send`
+/// future rather than an async closure, whose futures rustc cannot yet prove
+/// `Send` (and build steps must be `Send`).
+pub(crate) type UpdateFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<T>, S3Error>> + Send + 'a>>;
+
 /// An object from a listing.
 #[derive(Debug, Clone)]
 pub(crate) struct ObjectEntry {
@@ -455,10 +461,11 @@ impl S3Store {
         version: &str,
     ) -> Result<Option<String>, S3Error> {
         let mut previous = None;
-        self.update_json(&self.channels_key(name), async |current: Option<BTreeMap<String, String>>| {
+        self.update_json(&self.channels_key(name), |current: Option<BTreeMap<String, String>>| {
             let mut channels = current.unwrap_or_default();
             previous = channels.insert(channel.to_string(), version.to_string());
-            Ok((previous.as_deref() != Some(version)).then_some(channels))
+            let changed = previous.as_deref() != Some(version);
+            Box::pin(std::future::ready(Ok(changed.then_some(channels))))
         })
         .await?;
         Ok(previous)
@@ -470,21 +477,23 @@ impl S3Store {
     /// and each image's entry heals on its next publish or prune.
     pub(crate) async fn update_index(&self, name: &str) -> Result<(), S3Error> {
         let key = self.index_key();
-        self.update_json(&key, async |current: Option<Index>| {
-            let mut index = match current {
-                Some(index) if index.schema_version == INDEX_SCHEMA_VERSION => index,
-                _ => Index { schema_version: INDEX_SCHEMA_VERSION, images: BTreeMap::new() },
-            };
-            // Listed after reading the index: this view is at least as new
-            // as the state the write replaces.
-            let versions: Vec<String> = self.visible_versions(name).await?.into_iter().map(|v| v.version).collect();
-            if versions.is_empty() {
-                index.images.remove(name);
-            } else {
-                let updated_at = jiff::Timestamp::now().to_string();
-                index.images.insert(name.to_string(), IndexEntry { versions, updated_at });
-            }
-            Ok(Some(index))
+        self.update_json(&key, |current: Option<Index>| {
+            Box::pin(async move {
+                let mut index = match current {
+                    Some(index) if index.schema_version == INDEX_SCHEMA_VERSION => index,
+                    _ => Index { schema_version: INDEX_SCHEMA_VERSION, images: BTreeMap::new() },
+                };
+                // Listed after reading the index: this view is at least as new
+                // as the state the write replaces.
+                let versions: Vec<String> = self.visible_versions(name).await?.into_iter().map(|v| v.version).collect();
+                if versions.is_empty() {
+                    index.images.remove(name);
+                } else {
+                    let updated_at = jiff::Timestamp::now().to_string();
+                    index.images.insert(name.to_string(), IndexEntry { versions, updated_at });
+                }
+                Ok(Some(index))
+            })
         })
         .await
     }
@@ -705,13 +714,13 @@ impl S3Store {
     /// value (`None` when missing or, for the index, unreadable) and returns
     /// the new one, or `None` for no change. Retried when another writer
     /// changed the object in between.
-    pub(crate) async fn update_json<T>(
-        &self,
+    pub(crate) async fn update_json<'a, T>(
+        &'a self,
         key: &str,
-        mut f: impl AsyncFnMut(Option<T>) -> Result<Option<T>, S3Error>,
+        mut f: impl FnMut(Option<T>) -> UpdateFuture<'a, T> + Send,
     ) -> Result<(), S3Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send + 'a,
     {
         for attempt in 1..=UPDATE_ATTEMPTS {
             let (current, etag) = match self.get_small(key).await? {
