@@ -7,6 +7,8 @@
 //! `scripts/moto_serialized.py`, which handles one request at a time so that
 //! conditional writes are atomic as in S3 (see that file).
 
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -29,7 +31,13 @@ impl Moto {
     /// `IMGBUILD_MOTO_PENDING_AMIS=1` (see scripts/moto_serialized.py).
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let python = moto_exe().with_file_name("python");
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto_serialized.py");
+        // Found from either package of the workspace (this file is shared by
+        // the root tests and crates/imgbuild-aws/tests through `#[path]`).
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("scripts/moto_serialized.py"))
+            .find(|p| p.is_file())
+            .expect("scripts/moto_serialized.py above CARGO_MANIFEST_DIR");
         for _ in 0..3 {
             let port = free_port();
             let mut child = Command::new(&python)

@@ -13,9 +13,8 @@
 //! request is handled under a global lock, so a conditional write is atomic
 //! as it is in S3. Connections are still served in parallel.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,86 +34,10 @@ const MIB: u64 = 1 << 20;
 
 // ------------------------------------------------------------------ moto
 
-/// A `moto_server` child process, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let exe = moto_exe();
-        for _ in 0..3 {
-            let port = free_port();
-            let python = exe.with_file_name("python");
-            let mut child = Command::new(&python)
-                .arg(SERIALIZED_MOTO)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", python.display()));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if answers(port) {
-                    return Moto { child, port };
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("moto_server did not come up");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `moto_server` with each request handled under one lock (see the module
-/// documentation).
-const SERIALIZED_MOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/moto_serialized.py");
-
-fn moto_exe() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    let venv = std::env::var_os("IMGBUILD_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/imgbuild-venv"));
-    let exe = venv.join("bin/moto_server");
-    assert!(exe.is_file(), "{} is missing: run `scripts/moto-server.sh install` first", exe.display());
-    exe
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A real HTTP answer, not just an open port.
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
-}
+// The root package's launcher (patched moto_server, one per test, killed on drop).
+#[path = "../../../tests/common/moto.rs"]
+mod moto;
+use moto::Moto;
 
 // ------------------------------------------------------------- fixtures
 
