@@ -226,18 +226,9 @@ impl std::str::FromStr for VersionSpec {
 }
 
 /// Image names become directory names and cloud tags.
+/// The store's rule (`imgbuild-store-format`), so every valid name can be published.
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid name `{name}`: use 1-64 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit"
-        ))
-    }
+    imgbuild_store_format::check_name(name)
 }
 
 // ---------------------------------------------------------------- source

@@ -38,8 +38,7 @@
 //!   digest the caller recorded.
 //!
 //! Names, versions, channels, their order and the `SHA256SUMS` format are
-//! the local store's (this crate carries a copy of those rules so that it
-//! does not depend on the `imgbuild` crate).
+//! the local store's: both use `imgbuild-store-format`.
 
 mod config;
 pub mod ec2;
