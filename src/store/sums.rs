@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-pub use imgbuild_store_format::{SumsEntry, format_sums, is_safe_file_name};
+pub use imgbuild_store_format::{SumsEntry, format_sums};
 
 use super::error::StoreError;
 use crate::source::DigestAlgo;
