@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::s3::StoreLocation;
-use super::{LocalStore, StoreError, VerifyReport};
+use super::{LocalStore, StoreError};
 use crate::error::{ExitCode, chain};
 
 /// `--store`, shared by every store command.
@@ -176,8 +176,7 @@ pub async fn verify_artifact(args: &VerifyArtifactArgs) -> ExitCode {
         let dir = target_dir(&args.target, &args.store.store)?;
         // Verifying a plain directory needs no store, and must not create one.
         let report = super::verify::verify_dir(&dir)?;
-        print_report(&report);
-        Ok(if report.is_ok() { ExitCode::Success } else { ExitCode::BuildFailed })
+        Ok(print_report(&report, &report.dir.display().to_string(), &report.problems))
     })
 }
 
@@ -264,24 +263,28 @@ fn target_dir(target: &str, store_root: &Path) -> Result<PathBuf, StoreError> {
     Ok(store.version_dir(&name, &version))
 }
 
-fn print_report(report: &VerifyReport) {
+/// Prints a verification report of either store; `location` prefixes each problem.
+fn print_report(report: &impl serde::Serialize, location: &str, problems: &[crate::store::Problem]) -> ExitCode {
+    let ok = problems.is_empty();
     if crate::ui::is_json() {
         let mut value = serde_json::to_value(report).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
-            map.insert("ok".into(), report.is_ok().into());
+            map.insert("ok".into(), ok.into());
         }
         print_json(&value);
     }
-    if report.is_ok() {
+    if ok {
         if !crate::ui::is_json() {
             crate::ui::print_stdout("ok");
         }
-        return;
+        return ExitCode::Success;
     }
-    for problem in &report.problems {
-        crate::app::report_error(&format!("{}: {problem}", report.dir.display()));
+    for problem in problems {
+        crate::app::report_error(&format!("{location}: {problem}"));
     }
-    crate::app::report_error(&format!("verification failed: {}", report.bad_files().join(", ")));
+    let bad = imgbuild_store_format::bad_files(problems);
+    crate::app::report_error(&format!("verification failed: {}", bad.join(", ")));
+    ExitCode::BuildFailed
 }
 
 fn print_json(value: &serde_json::Value) {
@@ -386,24 +389,7 @@ mod remote {
         let store = open_url(bucket, prefix).await?;
         let (name, version) = store.resolve(spec).await?;
         let report = store.verify(&name, &version).await?;
-        if crate::ui::is_json() {
-            let mut value = serde_json::to_value(&report).unwrap_or_default();
-            if let Some(map) = value.as_object_mut() {
-                map.insert("ok".into(), report.is_ok().into());
-            }
-            print_json(&value);
-        }
-        if report.is_ok() {
-            if !crate::ui::is_json() {
-                crate::ui::print_stdout("ok");
-            }
-            return Ok(ExitCode::Success);
-        }
-        for problem in &report.problems {
-            crate::app::report_error(&format!("{}: {problem}", report.url));
-        }
-        crate::app::report_error(&format!("verification failed: {}", report.bad_files().join(", ")));
-        Ok(ExitCode::BuildFailed)
+        Ok(super::print_report(&report, &report.url, &report.problems))
     }
 }
 
