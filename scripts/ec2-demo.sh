@@ -10,7 +10,7 @@
 #   scripts/setup.sh && scripts/ec2-demo.sh [imgbuild binary]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-imgbuild=${1:-target/release/imgbuild}
+imgbuild=${1:-${CARGO_TARGET_DIR:-target}/release/imgbuild}
 [[ -x $imgbuild ]] || cargo build --release
 venv=${IMGBUILD_VENV:-$HOME/.cache/imgbuild-venv}
 fixture=$(dirname "$(tests/fixtures/build-base-image.sh | tail -1)")
