@@ -700,25 +700,19 @@ impl Ec2 {
     pub async fn sweep(&self, resources: &[TaggedResource], wait: Duration) -> Vec<SweepOutcome> {
         let mut outcomes = Vec::new();
         let of = |kind| resources.iter().filter(move |r| r.kind == kind);
-        let instances: Vec<&TaggedResource> = of(ResourceKind::Instance).collect();
-        if !instances.is_empty() {
-            let ids: Vec<String> = instances.iter().map(|r| r.id.clone()).collect();
-            let result = self.client.terminate_instances().set_instance_ids(Some(ids)).send().await;
-            let error = result.err().map(self.api("TerminateInstances"));
-            let failed = error.is_some();
-            outcomes.extend(instances.iter().map(|r| SweepOutcome { resource: (*r).clone(), error: None }));
-            if let Some(e) = error {
-                outcomes.last_mut().expect("non-empty").error = Some(e);
-            }
-            if !failed {
-                for r in &instances {
-                    if let Err(e) = self.wait_instance(&r.id, InstanceStateName::Terminated, wait).await
-                        && let Some(o) = outcomes.iter_mut().find(|o| o.resource == **r)
-                    {
-                        o.error = Some(e);
-                    }
+        // Terminate all first, then wait: instances shut down in parallel.
+        let mut terminating = Vec::new();
+        for r in of(ResourceKind::Instance) {
+            match self.client.terminate_instances().instance_ids(&r.id).send().await {
+                Ok(_) => terminating.push(r),
+                Err(e) => {
+                    outcomes.push(SweepOutcome { resource: r.clone(), error: Some(self.api("TerminateInstances")(e)) })
                 }
             }
+        }
+        for r in terminating {
+            let error = self.wait_instance(&r.id, InstanceStateName::Terminated, wait).await.err();
+            outcomes.push(SweepOutcome { resource: r.clone(), error });
         }
         for r in of(ResourceKind::Image) {
             let error = self.client.deregister_image().image_id(&r.id).send().await.err();

@@ -195,7 +195,14 @@ fn arm_sweep(state: &BuildState, cx: &mut StepContext, api: &Ec2, regions: &[Str
 async fn sweep_build(apis: &[Ec2], build_id: &str) -> Result<(), BoxError> {
     let mut failures = Vec::new();
     for api in apis {
-        let tagged = api.tagged(Some(build_id)).await?;
+        // One region failing to answer must not keep the others from being swept.
+        let tagged = match api.tagged(Some(build_id)).await {
+            Ok(tagged) => tagged,
+            Err(e) => {
+                failures.push(format!("listing {}: {}", api.region(), crate::error::chain(&e)));
+                continue;
+            }
+        };
         let doomed: Vec<_> = tagged.resources.into_iter().filter(|r| !r.is_protected()).collect();
         for outcome in api.sweep(&doomed, SWEEP_TIMEOUT).await {
             let what = format!("{} {} in {}", outcome.resource.kind.as_str(), outcome.resource.id, api.region());
