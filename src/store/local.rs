@@ -9,11 +9,12 @@ use serde::Serialize;
 
 use super::error::StoreError;
 use super::fsio::{self, LOCK_FILE, open_lock, read_dir, remove_locked_dir, try_lock};
-use super::meta::{self, CHANNELS_FILE, INDEX_FILE, Index, IndexEntry};
+use super::meta::{self, CHANNELS_FILE, INDEX_FILE};
 use super::staging::Staging;
 use super::verify::{VerifyReport, verify_dir};
 use super::versions::{self, Version, validate_channel, validate_name, validate_version};
 use super::{LATEST, MANIFEST_FILE, STAGING_PREFIX, TRASH_PREFIX, pause_point};
+use imgbuild_store_format::{Index, IndexEntry};
 
 /// A store rooted at a directory; see the module documentation for the
 /// layout. Cheap to clone; holds no open files.

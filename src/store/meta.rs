@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use imgbuild_store_format::Index;
+use serde::Serialize;
 
 use super::error::StoreError;
 use super::fsio::write_atomic;
@@ -31,18 +32,6 @@ pub(crate) fn read_channels(path: &Path) -> Result<BTreeMap<String, String>, Sto
 
 pub(crate) fn write_channels(path: &Path, channels: &BTreeMap<String, String>) -> Result<(), StoreError> {
     write_json(path, channels)
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Index {
-    pub schema_version: u32,
-    pub images: BTreeMap<String, IndexEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct IndexEntry {
-    pub versions: Vec<String>,
-    pub updated_at: String,
 }
 
 /// The previous index, or `None` if it is missing or unreadable (it is about

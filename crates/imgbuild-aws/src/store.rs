@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use crate::error::{S3Error, request_error};
 use crate::names::{self, validate_channel, validate_name, validate_version};
 use crate::{CHANNELS_FILE, INDEX_FILE, INDEX_SCHEMA_VERSION, LATEST, MANIFEST_FILE};
+use imgbuild_store_format::{Index, IndexEntry};
 
 /// Default multipart part size: 8 MiB (the publish memory bound is about
 /// `part_size * concurrency`).
@@ -133,18 +134,6 @@ pub(crate) enum PutOutcome {
     /// 409 ConditionalRequestConflict: a concurrent conditional write to the
     /// same key; try again.
     Conflict,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Index {
-    pub schema_version: u32,
-    pub images: BTreeMap<String, IndexEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct IndexEntry {
-    pub versions: Vec<String>,
-    pub updated_at: String,
 }
 
 impl S3Store {
