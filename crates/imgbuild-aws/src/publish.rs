@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
@@ -364,13 +366,7 @@ impl S3Store {
             .body(ByteStream::from(data))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Completion::Done),
-            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412 | 409)) => {
-                Ok(Completion::KeyTaken)
-            }
-            Err(e) => Err(request_error("upload", &self.bucket, ctx.key, e)),
-        }
+        completion(result, "upload", &self.bucket, ctx.key)
     }
 
     async fn upload_multipart(
@@ -513,13 +509,7 @@ impl S3Store {
             .if_none_match("*")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Completion::Done),
-            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412 | 409)) => {
-                Ok(Completion::KeyTaken)
-            }
-            Err(e) => Err(request_error("complete the multipart upload of", &self.bucket, ctx.key, e)),
-        }
+        completion(result, "complete the multipart upload of", &self.bucket, ctx.key)
     }
 
     fn version_exists(&self, name: &str, version: &str) -> S3Error {
@@ -710,6 +700,24 @@ fn check_inputs(files: &[ArtifactFile], sums: &[(Algo, String)]) -> Result<Vec<(
         return Err("no SHA256SUMS list".to_string());
     }
     Ok(lists)
+}
+
+/// The outcome of an `If-None-Match: *` write: 412 (the key exists) and 409
+/// (a concurrent conditional write to it) both mean another publisher has it.
+fn completion<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+    action: &str,
+    bucket: &str,
+    key: &str,
+) -> Result<Completion, S3Error>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(Completion::Done),
+        Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412 | 409)) => Ok(Completion::KeyTaken),
+        Err(e) => Err(request_error(action, bucket, key, e)),
+    }
 }
 
 #[cfg(test)]
