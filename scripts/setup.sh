@@ -13,6 +13,8 @@ packages=(
     # A real sshd for the communicator tests, and the ssh client for --on-error abort checks.
     openssh-server openssh-sftp-server openssh-client
     python3 python3-venv git ca-certificates jq
+    # verify probes are tested through a busybox-only userland, like the guest image.
+    busybox
     # GNU time (/usr/bin/time -v) for scripts/bench-s3-rss.sh.
     time
 )
@@ -20,7 +22,7 @@ packages=(
 # Python tools the tests use as real consumers and servers, in a private venv.
 setup_venv() {
     local venv=${IMGBUILD_VENV:-$HOME/.cache/imgbuild-venv}
-    local wanted="junitparser==3.2.0 check-jsonschema==0.29.4"
+    local wanted="junitparser==3.2.0 check-jsonschema==0.29.4 prometheus-client==0.21.1"
     if [[ -f $venv/.installed && $(cat "$venv/.installed") == "$wanted" ]]; then
         return
     fi

@@ -22,5 +22,7 @@ pub mod signals;
 pub mod source;
 pub mod store;
 pub mod template;
+#[doc(hidden)]
+pub mod testing;
 pub mod ui;
 pub mod verify;

@@ -52,8 +52,7 @@ fn yaml(path: &Path) -> serde_yaml::Value {
 /// nothing changed.
 #[test]
 fn the_generated_gitlab_child_pipeline_is_valid() {
-    if Command::new("jq").arg("--version").output().is_err() {
-        eprintln!("jq is not installed; skipped (the CI image has it)");
+    if !imgbuild::testing::require_command("jq", "apt-get install -y jq (scripts/setup.sh does)") {
         return;
     }
     let pipeline = yaml(&repo_root().join("ci/gitlab/.gitlab-ci.yml"));

@@ -358,6 +358,83 @@ fn a_failing_provisioner_leaves_nothing_tagged() {
     assert!(tagged(&setup.moto, REGION).is_empty(), "not even an AMI: {:?}", tagged(&setup.moto, REGION));
 }
 
+const BUCKET: &str = "golden-records";
+
+/// The template publishing to the local store and to an S3 bucket of moto.
+fn publish_locally_and_to_s3(setup: &Setup, template: &Path) {
+    let mut t: Value = serde_json::from_str(&std::fs::read_to_string(template).unwrap()).unwrap();
+    t["export"] = serde_json::json!({ "publish": [
+        { "type": "local", "path": "store" },
+        { "type": "s3", "bucket": BUCKET, "prefix": "amis", "region": "us-east-1", "endpoint_url": setup.moto.url() }
+    ]});
+    std::fs::write(template, serde_json::to_string_pretty(&t).unwrap()).unwrap();
+    setup.moto.s3py("s3.create_bucket(Bucket=a[0])", &[BUCKET]);
+}
+
+/// The manifest of golden-web@1.0.0 in the bucket, if it is there.
+fn s3_manifest(setup: &Setup) -> Option<Value> {
+    let code = "try:\n    print(s3.get_object(Bucket=a[0], Key=a[1])['Body'].read().decode())\n\
+                except s3.exceptions.NoSuchKey:\n    print('null')";
+    serde_json::from_str(&setup.moto.s3py(code, &[BUCKET, "amis/golden-web/1.0.0/manifest.json"])).unwrap()
+}
+
+/// An ec2 build publishes like any other: its version, the record of its
+/// AMIs, lands in every target the template lists.
+#[test]
+fn an_ec2_build_records_its_amis_in_every_publish_target() {
+    let _vm = common::vm_lock();
+    let setup = Setup::new();
+    register_sources(&setup.moto);
+    let guest = StandIn::boot(&setup.dir);
+    let template = setup.template(guest.port, "", PROVISION, "");
+    publish_locally_and_to_s3(&setup, &template);
+    let out = common::run(setup.command(&template));
+    assert_eq!(out.code, 0, "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let local: Value =
+        serde_json::from_str(&std::fs::read_to_string(setup.store().join("golden-web/1.0.0/manifest.json")).unwrap())
+            .unwrap();
+    let remote = s3_manifest(&setup).expect("the version is in the bucket");
+    let ami = local["amis"][0]["id"].as_str().expect("the AMI in the local record").to_string();
+    assert_eq!(remote["amis"], local["amis"], "both records name the same AMIs");
+    assert_eq!(remote["build_id"], local["build_id"]);
+    // The store commands read the S3 record like the local one.
+    let mut versions = common::imgbuild(&setup.dir);
+    versions
+        .args(["versions", "golden-web", "--store", &format!("s3://{BUCKET}/amis")])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", setup.moto.url());
+    let listed = common::run(versions);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains("1.0.0"), "{}", listed.stdout);
+    assert!(out.stderr.contains(&format!("s3://{BUCKET}/amis/golden-web/1.0.0")), "{}", out.stderr);
+    assert!(out.stderr.contains(&ami), "the published line names the AMI:\n{}", out.stderr);
+    assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
+}
+
+/// When the record cannot be published, the AMIs it would have named are
+/// not kept as complete: the build's sweep removes them with everything else.
+#[test]
+fn a_failed_publish_of_an_ec2_build_leaves_no_ami() {
+    let _vm = common::vm_lock();
+    let setup = Setup::new();
+    register_sources(&setup.moto);
+    let guest = StandIn::boot(&setup.dir);
+    let template = setup.template(guest.port, "", PROVISION, "");
+    publish_locally_and_to_s3(&setup, &template);
+    let mut cmd = setup.command(&template);
+    // The bucket goes away after the pre-check and the AMI capture.
+    let (code, _, log) = run_until_step(&mut cmd, "mark AMIs complete", |_| {
+        setup.moto.s3py("s3.delete_bucket(Bucket=a[0])", &[BUCKET]);
+    });
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains(&format!("cannot publish golden-web@1.0.0 to s3://{BUCKET}/amis")), "{log}");
+    assert!(!setup.store().join("golden-web/1.0.0").exists(), "no local record of an unpublished version");
+    assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
+    assert!(tagged(&setup.moto, REGION).is_empty(), "no AMI left: {:?}", tagged(&setup.moto, REGION));
+}
+
 #[test]
 fn an_existing_ami_name_is_refused_before_anything_is_launched() {
     let setup = Setup::new();

@@ -43,7 +43,7 @@ impl Setup {
         for file in ["aws-config", "aws-credentials"] {
             std::fs::write(setup.work().join(file), "").unwrap();
         }
-        s3py(moto, "s3.create_bucket(Bucket=a[0])", &[BUCKET]);
+        moto.s3py("s3.create_bucket(Bucket=a[0])", &[BUCKET]);
         setup
     }
 
@@ -149,25 +149,9 @@ fn random_disk(dir: &Path, size: usize, seed: u64) -> (PathBuf, String) {
     (path, hex::encode(sha2::Sha256::digest(&data)))
 }
 
-/// Runs a boto3 snippet against `moto`: `s3` is the client, `a` the arguments.
-/// Returns its stdout.
-fn s3py(moto: &Moto, code: &str, args: &[&str]) -> String {
-    let script = format!(
-        "import sys, json, boto3\n\
-         s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-         aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-         a = sys.argv[2:]\n{code}\n"
-    );
-    let out = Command::new(venv_python()).arg("-c").arg(&script).arg(moto.url()).args(args).output().unwrap();
-    assert!(out.status.success(), "boto3 failed: {code}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Open multipart uploads in the bucket.
 fn multipart_uploads(moto: &Moto) -> Vec<String> {
-    let out = s3py(
-        moto,
-        "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=a[0]).get('Uploads', [])]))",
+    let out = moto.s3py("print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=a[0]).get('Uploads', [])]))",
         &[BUCKET],
     );
     serde_json::from_str(&out).unwrap()
@@ -181,7 +165,7 @@ fn download(moto: &Moto, version: &str, dest: &Path) -> Vec<String> {
         print(json.dumps([k.rsplit('/', 1)[1] for k in keys]))";
     std::fs::create_dir_all(dest).unwrap();
     let prefix = format!("{PREFIX}{NAME}/{version}/");
-    serde_json::from_str(&s3py(moto, code, &[BUCKET, &prefix, dest.to_str().unwrap()])).unwrap()
+    serde_json::from_str(&moto.s3py(code, &[BUCKET, &prefix, dest.to_str().unwrap()])).unwrap()
 }
 
 fn sha256sum_check(dir: &Path) {
@@ -233,9 +217,7 @@ fn publishes_a_multipart_artifact_that_downloads_and_checks_and_the_store_comman
     sha256sum_check(&dest);
     let artifact = std::fs::read(dest.join("s3img-1.0.0.qcow2")).unwrap();
     assert!(artifact.len() > 2 * 5 * MIB, "{} bytes: not more than two parts", artifact.len());
-    let meta = s3py(
-        &moto,
-        "print(s3.head_object(Bucket=a[0], Key=a[1])['Metadata']['sha256'])",
+    let meta = moto.s3py("print(s3.head_object(Bucket=a[0], Key=a[1])['Metadata']['sha256'])",
         &[BUCKET, &artifact_key("1.0.0")],
     );
     assert_eq!(meta.trim(), hex::encode(sha2::Sha256::digest(&artifact)));
@@ -266,7 +248,7 @@ fn publishes_a_multipart_artifact_that_downloads_and_checks_and_the_store_comman
     assert_eq!((ok.code, ok.stdout.trim()), (0, "ok"), "{}", ok.stderr);
 
     // One object replaced behind imgbuild's back: verify-artifact names it.
-    s3py(&moto, "s3.put_object(Bucket=a[0], Key=a[1], Body=b'tampered')", &[BUCKET, &artifact_key("1.1.0")]);
+    moto.s3py("s3.put_object(Bucket=a[0], Key=a[1], Body=b'tampered')", &[BUCKET, &artifact_key("1.1.0")]);
     let bad = setup.store_cmd(&moto, &["verify-artifact", &format!("{NAME}@1.1.0")]);
     assert_eq!(bad.code, 1, "{}", bad.stderr);
     assert!(bad.stderr.contains("s3img-1.1.0.qcow2") && bad.stderr.contains("mismatch"), "{}", bad.stderr);
@@ -355,9 +337,7 @@ fn files_of_a_publisher_killed_before_its_manifest_are_kept_until_stale() {
     setup.build_killed_at(&moto, "s3-before-manifest");
     // The artifact and SHA256SUMS are complete, the version invisible.
     assert!(multipart_uploads(&moto).is_empty());
-    let keys = s3py(
-        &moto,
-        "print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket=a[0]).get('Contents', [])]))",
+    let keys = moto.s3py("print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket=a[0]).get('Contents', [])]))",
         &[BUCKET],
     );
     let sums_key = format!("{PREFIX}{NAME}/1.0.0/SHA256SUMS");

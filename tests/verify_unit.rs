@@ -1,7 +1,7 @@
 //! `verify` probes run for real: through the host's `sh`, through a
 //! busybox-only userland (like the test guest image), and over SSH to an
 //! OpenSSH `sshd` started on 127.0.0.1 (needs root and `/usr/sbin/sshd`;
-//! skipped with a message otherwise).
+//! skipped loudly otherwise, and failed under CI: see `imgbuild::testing`).
 
 use std::fs;
 use std::io::Read;
@@ -64,10 +64,7 @@ fn busybox_bin(dir: &Path) -> Option<PathBuf> {
     Some(bin)
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
-}
+use imgbuild::process::which;
 
 // ---------------------------------------------------------------- checks
 
@@ -272,11 +269,13 @@ async fn probes_work_with_the_host_shell() {
 #[tokio::test]
 async fn probes_work_with_busybox_only() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(bin) = busybox_bin(dir.path()) else {
-        eprintln!("skipped: busybox is not installed");
+    if !imgbuild::testing::require_command("busybox", "apt-get install -y busybox") {
         return;
-    };
-    let guest = LocalShell { shell: vec!["busybox".into(), "sh".into()], path: Some(bin.clone()) };
+    }
+    let bin = busybox_bin(dir.path()).expect("busybox --list");
+    // By its full path: PATH is the applet directory alone, which has no `busybox`.
+    let busybox = which("busybox").expect("busybox on PATH").display().to_string();
+    let guest = LocalShell { shell: vec![busybox, "sh".into()], path: Some(bin.clone()) };
     run_host_suite(&guest).await;
     // The fixture image's dpkg-query script over the host's dpkg database.
     if bin.join("dpkg-query").exists() && Path::new("/var/lib/dpkg/status").exists() {
@@ -302,8 +301,8 @@ impl Sshd {
     fn start() -> Option<Sshd> {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        if !root || !Path::new(SSHD).exists() || which("ssh-keygen").is_none() {
-            eprintln!("skipped: needs root, {SSHD} and ssh-keygen");
+        let have_sshd = root && Path::new(SSHD).exists() && which("ssh-keygen").is_some();
+        if !imgbuild::testing::require(have_sshd, &format!("root, {SSHD} and ssh-keygen"), "run as root after `apt-get install -y openssh-server`") {
             return None;
         }
         fs::create_dir_all("/run/sshd").unwrap();

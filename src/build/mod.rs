@@ -55,6 +55,11 @@ pub struct BuildState {
     pub export: Option<publish::ExportState>,
     pub verify_results: Option<serde_json::Value>,
     pub published: Option<PathBuf>,
+    /// Set once the version is in every publish target. Cleanups that must
+    /// undo only what was not published (an AMI marked complete) read it.
+    pub published_flag: Arc<std::sync::atomic::AtomicBool>,
+    /// Images a builder captured in a cloud instead of a disk (`ec2`).
+    pub cloud_images: Option<crate::export::manifest::CloudImages>,
     /// Digest over every build input, recorded in the manifest for `--if-changed`.
     pub input_digest: Option<crate::digest::InputDigest>,
     #[cfg(feature = "aws")]
@@ -80,6 +85,8 @@ impl BuildState {
             export: None,
             verify_results: None,
             published: None,
+            published_flag: Arc::default(),
+            cloud_images: None,
             input_digest: None,
             loaded,
             settings,
@@ -197,7 +204,11 @@ fn ec2_steps(loaded: &Loaded) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanErro
         Box::new(ec2::Stop) as Box<dyn Step<BuildState>>,
         Box::new(ec2::CreateAmi),
         Box::new(ec2::CopyAmi),
-        Box::new(ec2::Publish),
+        Box::new(ec2::MarkComplete),
+        // The same export and publish as every builder: a version with no
+        // files, whose manifest records the AMIs, in every publish target.
+        Box::new(publish::Export),
+        Box::new(publish::PublishStep),
     ]);
     Ok(steps)
 }

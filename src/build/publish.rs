@@ -104,7 +104,6 @@ impl Step<BuildState> for Export {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
-        let disk = BuildState::require(&state.machine.disk, "the disk")?.clone();
         let store = if publishes_locally(&state.loaded) {
             LocalStore::open(&state.settings.store)?
         } else {
@@ -115,10 +114,17 @@ impl Step<BuildState> for Export {
         let name = state.loaded.template.name.clone();
         // Checked again here: another build may have published this version meanwhile.
         let staging = store.begin(&name, &state.version)?;
-        let export_cfg = &state.loaded.template.export;
-        let base = format!("{name}-{}", state.version);
-        let artifacts =
-            export::export_all(&disk, &staging.dir, &base, &export_cfg.formats, &export_cfg.checksums).await?;
+        // A builder that captured images in a cloud has no disk to convert:
+        // its version is the manifest that records them.
+        let artifacts = match (&state.machine.disk, &state.cloud_images) {
+            (None, Some(_)) => Vec::new(),
+            (disk, _) => {
+                let disk = BuildState::require(disk, "the disk")?;
+                let export_cfg = &state.loaded.template.export;
+                let base = format!("{name}-{}", state.version);
+                export::export_all(disk, &staging.dir, &base, &export_cfg.formats, &export_cfg.checksums).await?
+            }
+        };
         for a in &artifacts {
             ui::info(format!(
                 "exported {} ({} bytes, sha256 {})",
@@ -145,6 +151,11 @@ impl Step<BuildState> for PublishStep {
         let staging = exported.staging.take().ok_or(crate::build::MissingState::new("the staging directory"))?;
         let mut manifest = manifest::build(state, &state.version, cx.timings(), &exported.artifacts).await;
         manifest.verify = state.verify_results.clone();
+        let images: Vec<String> = manifest.amis.iter().flatten().map(|a| format!("{} {}", a.region, a.id)).collect();
+        let what = match images.is_empty() {
+            true => format!("{}@{}", manifest.name, manifest.version),
+            false => format!("{}@{} (AMIs: {})", manifest.name, manifest.version, images.join(", ")),
+        };
         let mut json = serde_json::to_value(&manifest)?;
         crate::redact::scrub_json(&mut json);
         let sums = export::sums_files(&exported.artifacts, &state.loaded.template.export.checksums);
@@ -155,13 +166,13 @@ impl Step<BuildState> for PublishStep {
             let url =
                 s3::publish(target, &manifest.name, &manifest.version, &staging, &exported.artifacts, &json, &sums)
                     .await?;
-            ui::info(format!("published {}@{} to {url}", manifest.name, manifest.version));
+            ui::info(format!("published {what} to {url}"));
             published_event(&manifest.name, &manifest.version, "s3", &url);
             exported.published.push(url);
         }
         if publishes_locally(&state.loaded) {
             let dir = staging.commit(&json, &sums)?;
-            ui::info(format!("published {}@{} to {}", manifest.name, manifest.version, dir.display()));
+            ui::info(format!("published {what} to {}", dir.display()));
             published_event(&manifest.name, &manifest.version, "local", &dir.display().to_string());
             exported.published.insert(0, dir.display().to_string());
             state.published = Some(dir);
@@ -169,6 +180,7 @@ impl Step<BuildState> for PublishStep {
             // The staging directory was only the upload's source.
             drop(staging);
         }
+        state.published_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         state.export = Some(exported);
         Ok(())
     }

@@ -57,6 +57,15 @@ pub struct SourceAmi {
     pub creation_date: String,
 }
 
+/// What a builder captured in a cloud instead of a disk file: the images
+/// (copies in other regions included) and the image the build started from.
+/// The publish step records them in the manifest like any other version.
+#[derive(Debug, Clone)]
+pub struct CloudImages {
+    pub images: Vec<CloudImage>,
+    pub source: SourceAmi,
+}
+
 /// An AMI an `ec2` build published.
 #[derive(Debug, Clone, Serialize)]
 pub struct CloudImage {
@@ -132,7 +141,7 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         template: TemplateInfo { path: loaded.path.display().to_string(), sha256: sha256_hex(&resolved) },
         git: git_info(&loaded.dir).await,
         source: state.source.as_ref().map(|s| SourceInfo { url: s.source.clone(), digest: s.digest.to_string() }),
-        source_ami: None,
+        source_ami: state.cloud_images.as_ref().map(|c| c.source.clone()),
         builder: BuilderInfo {
             kind: match &loaded.template.builder {
                 crate::template::Builder::Qemu(_) => "qemu".into(),
@@ -147,7 +156,7 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         provisioners: provisioner_info(state).await,
         steps: steps.to_vec(),
         artifacts: artifacts.to_vec(),
-        amis: None,
+        amis: state.cloud_images.as_ref().map(|c| c.images.clone()),
         verify: None,
         parent: None,
         input_digest: state.input_digest.as_ref().map(|d| d.digest.clone()),

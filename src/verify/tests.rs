@@ -811,8 +811,7 @@ actual: contains=false (content: &quot;[0m]]&gt;&quot;)</failure>
 /// every attribute and text it reads back.
 #[test]
 fn junit_parses_with_python_elementtree() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 is not installed");
+    if !crate::testing::require_command("python3", "apt-get install -y python3") {
         return;
     }
     let results = [

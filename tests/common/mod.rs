@@ -100,12 +100,7 @@ pub fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// The Python of the test virtualenv made by scripts/setup.sh (junitparser, check-jsonschema, moto).
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("IMGBUILD_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/imgbuild-venv"));
-    let python = venv.join("bin/python");
-    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
-    python
+    imgbuild::testing::venv_program("python")
 }
 
 /// The installer ISO fixture directory (installer.iso + SHA256SUMS), built once per test process.

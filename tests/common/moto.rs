@@ -73,6 +73,22 @@ impl Moto {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// Runs Python `code` with `s3`, a boto3 client of this server (boto3
+    /// comes with moto), and `a`, the `args`; returns its stdout. S3 seen
+    /// from the outside, the way any other consumer of the bucket sees it.
+    pub fn s3py(&self, code: &str, args: &[&str]) -> String {
+        let script = format!(
+            "import sys, json, boto3\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+             aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             a = sys.argv[2:]\n{code}\n"
+        );
+        let python = moto_exe().with_file_name("python");
+        let out = Command::new(python).arg("-c").arg(&script).arg(self.url()).args(args).output().unwrap();
+        assert!(out.status.success(), "boto3 failed: {code}\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
 }
 
 impl Drop for Moto {

@@ -33,6 +33,8 @@ pub const TAG_EXPIRES_AT: &str = "imgbuild:expires-at";
 pub const TAG_STATUS: &str = "imgbuild:status";
 pub const STATUS_COMPLETE: &str = "complete";
 pub const STATUS_KEPT: &str = "kept";
+/// What everything carries while the build runs (sweepable).
+pub const STATUS_BUILDING: &str = "building";
 
 /// Error codes that mean "no spot capacity/price now": worth an on-demand retry.
 const SPOT_REFUSALS: &[&str] = &[
@@ -851,7 +853,7 @@ mod tests {
         assert!(r.is_protected());
         r.tags.insert(TAG_STATUS.into(), STATUS_KEPT.into());
         assert!(r.is_protected());
-        r.tags.insert(TAG_STATUS.into(), "building".into());
+        r.tags.insert(TAG_STATUS.into(), STATUS_BUILDING.into());
         assert!(!r.is_protected());
     }
 

@@ -479,56 +479,58 @@ impl Step<BuildState> for CopyAmi {
     }
 }
 
-/// Marks the AMIs complete (sweeps and `gc` leave them alone from now on)
-/// and records them as a version in the store.
-pub struct Publish;
+/// Marks the AMIs and their snapshots complete, so the build's sweep and `gc` leave them alone,
+/// and hands them to the generic publish step, which records them as a
+/// version in every publish target. Marked before publishing: a published
+/// version must never name an AMI that a sweep could still delete. Should
+/// publishing fail, the cleanup takes the mark back so the sweep removes them.
+pub struct MarkComplete;
 
 #[async_trait::async_trait]
-impl Step<BuildState> for Publish {
+impl Step<BuildState> for MarkComplete {
     fn name(&self) -> String {
-        "publish".into()
+        "mark AMIs complete".into()
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
-        let store = crate::store::LocalStore::open(&state.settings.store)?;
-        let staging = store.begin(&state.loaded.template.name, &state.version)?;
+        let published = state.published_flag.clone();
         let ec2 = ec2(state)?;
+        let images: Vec<(Ec2, ImageInfo)> =
+            ec2.amis.iter().map(|(region, image)| (ec2.api.in_region(region), image.clone())).collect();
+        let unmark = images.clone();
+        cx.on_cleanup(Cleanup::new("unmark unpublished AMIs", move || async move {
+            if published.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(());
+            }
+            let building = vec![(api::TAG_STATUS.to_string(), api::STATUS_BUILDING.to_string())];
+            for (api, image) in &unmark {
+                api.tag_image(image, &building).await.map_err(BuildError::from)?;
+            }
+            Ok(())
+        }));
         let complete = vec![(api::TAG_STATUS.to_string(), api::STATUS_COMPLETE.to_string())];
-        for (region, image) in &ec2.amis {
-            ec2.api.in_region(region).tag_image(image, &complete).await.map_err(BuildError::from)?;
+        for (api, image) in &images {
+            api.tag_image(image, &complete).await.map_err(BuildError::from)?;
         }
-        let amis: Vec<crate::export::manifest::CloudImage> = ec2
-            .amis
-            .iter()
-            .map(|(region, image)| crate::export::manifest::CloudImage {
-                region: region.clone(),
-                id: image.id.clone(),
-                name: image.name.clone(),
-                snapshots: image.snapshots.clone(),
-            })
-            .collect();
-        let source_ami = crate::export::manifest::SourceAmi {
-            region: ec2.api.region().to_string(),
-            id: ec2.source.id.clone(),
-            name: ec2.source.name.clone(),
-            creation_date: ec2.source.creation_date.clone(),
+        let cloud_images = crate::export::manifest::CloudImages {
+            images: ec2
+                .amis
+                .iter()
+                .map(|(region, image)| crate::export::manifest::CloudImage {
+                    region: region.clone(),
+                    id: image.id.clone(),
+                    name: image.name.clone(),
+                    snapshots: image.snapshots.clone(),
+                })
+                .collect(),
+            source: crate::export::manifest::SourceAmi {
+                region: ec2.api.region().to_string(),
+                id: ec2.source.id.clone(),
+                name: ec2.source.name.clone(),
+                creation_date: ec2.source.creation_date.clone(),
+            },
         };
-        let mut manifest = crate::export::manifest::build(state, &state.version, cx.timings(), &[]).await;
-        manifest.verify = state.verify_results.clone();
-        manifest.amis = Some(amis);
-        manifest.source_ami = Some(source_ami);
-        let mut json = serde_json::to_value(&manifest)?;
-        crate::redact::scrub_json(&mut json);
-        let dir = staging.commit(&json, &[(crate::source::DigestAlgo::Sha256, String::new())])?;
-        let ids: Vec<String> = manifest.amis.iter().flatten().map(|a| format!("{} {}", a.region, a.id)).collect();
-        ui::info(format!(
-            "published {}@{} (AMIs: {}) to {}",
-            manifest.name,
-            manifest.version,
-            ids.join(", "),
-            dir.display()
-        ));
-        state.published = Some(dir);
+        state.cloud_images = Some(cloud_images);
         Ok(())
     }
 }
