@@ -423,13 +423,13 @@ fn a_failed_publish_of_an_ec2_build_leaves_no_ami() {
     let guest = StandIn::boot(&setup.dir);
     let template = setup.template(guest.port, "", PROVISION, "");
     publish_locally_and_to_s3(&setup, &template);
-    let mut cmd = setup.command(&template);
-    // The bucket goes away after the pre-check and the AMI capture.
-    let (code, _, log) = run_until_step(&mut cmd, "mark AMIs complete", |_| {
-        setup.moto.s3py("s3.delete_bucket(Bucket=a[0])", &[BUCKET]);
-    });
-    assert_eq!(code, 1, "{log}");
-    assert!(log.contains(&format!("cannot publish golden-web@1.0.0 to s3://{BUCKET}/amis")), "{log}");
+    // A leftover of another publisher of this version, with other content and
+    // no manifest: the pre-check passes (no version there), the upload fails.
+    let leftover = "amis/golden-web/1.0.0/SHA256SUMS";
+    setup.moto.s3py("s3.put_object(Bucket=a[0], Key=a[1], Body=b'other content')", &[BUCKET, leftover]);
+    let out = common::run(setup.command(&template));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("s3://{BUCKET}/{leftover} holds other content")), "{}", out.stderr);
     assert!(!setup.store().join("golden-web/1.0.0").exists(), "no local record of an unpublished version");
     assert_eq!(leftovers(&setup.moto), Vec::<String>::new());
     assert!(tagged(&setup.moto, REGION).is_empty(), "no AMI left: {:?}", tagged(&setup.moto, REGION));

@@ -328,7 +328,11 @@ fn explicit_kvm_is_used_where_it_works_and_a_clear_error_elsewhere() {
             "{}",
             out.stderr
         );
-        assert!(out.stderr.contains("[2/"), "fails in preflight, before anything is fetched or booted:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains("[2/"),
+            "fails in preflight, before anything is fetched or booted:\n{}",
+            out.stderr
+        );
     }
     env.assert_clean();
 }

@@ -151,7 +151,8 @@ fn random_disk(dir: &Path, size: usize, seed: u64) -> (PathBuf, String) {
 
 /// Open multipart uploads in the bucket.
 fn multipart_uploads(moto: &Moto) -> Vec<String> {
-    let out = moto.s3py("print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=a[0]).get('Uploads', [])]))",
+    let out = moto.s3py(
+        "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=a[0]).get('Uploads', [])]))",
         &[BUCKET],
     );
     serde_json::from_str(&out).unwrap()
@@ -217,9 +218,8 @@ fn publishes_a_multipart_artifact_that_downloads_and_checks_and_the_store_comman
     sha256sum_check(&dest);
     let artifact = std::fs::read(dest.join("s3img-1.0.0.qcow2")).unwrap();
     assert!(artifact.len() > 2 * 5 * MIB, "{} bytes: not more than two parts", artifact.len());
-    let meta = moto.s3py("print(s3.head_object(Bucket=a[0], Key=a[1])['Metadata']['sha256'])",
-        &[BUCKET, &artifact_key("1.0.0")],
-    );
+    let meta = moto
+        .s3py("print(s3.head_object(Bucket=a[0], Key=a[1])['Metadata']['sha256'])", &[BUCKET, &artifact_key("1.0.0")]);
     assert_eq!(meta.trim(), hex::encode(sha2::Sha256::digest(&artifact)));
     assert!(multipart_uploads(&moto).is_empty());
 
@@ -337,9 +337,8 @@ fn files_of_a_publisher_killed_before_its_manifest_are_kept_until_stale() {
     setup.build_killed_at(&moto, "s3-before-manifest");
     // The artifact and SHA256SUMS are complete, the version invisible.
     assert!(multipart_uploads(&moto).is_empty());
-    let keys = moto.s3py("print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket=a[0]).get('Contents', [])]))",
-        &[BUCKET],
-    );
+    let keys = moto
+        .s3py("print(json.dumps([o['Key'] for o in s3.list_objects_v2(Bucket=a[0]).get('Contents', [])]))", &[BUCKET]);
     let sums_key = format!("{PREFIX}{NAME}/1.0.0/SHA256SUMS");
     assert_eq!(serde_json::from_str::<Vec<String>>(&keys).unwrap(), [sums_key, artifact_key("1.0.0")]);
     let out = setup.store_cmd(&moto, &["versions", NAME]);

@@ -302,7 +302,11 @@ impl Sshd {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let have_sshd = root && Path::new(SSHD).exists() && which("ssh-keygen").is_some();
-        if !imgbuild::testing::require(have_sshd, &format!("root, {SSHD} and ssh-keygen"), "run as root after `apt-get install -y openssh-server`") {
+        if !imgbuild::testing::require(
+            have_sshd,
+            &format!("root, {SSHD} and ssh-keygen"),
+            "run as root after `apt-get install -y openssh-server`",
+        ) {
             return None;
         }
         fs::create_dir_all("/run/sshd").unwrap();

@@ -227,7 +227,11 @@ mod tests {
         fs::create_dir(&b).unwrap();
         match renameat2_noreplace(&a, &b) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                crate::testing::require(false, &format!("renameat2(RENAME_NOREPLACE) on {}", tmp.path().display()), "run the tests on a file system with RENAME_NOREPLACE (ext4, xfs, btrfs, tmpfs)");
+                crate::testing::require(
+                    false,
+                    &format!("renameat2(RENAME_NOREPLACE) on {}", tmp.path().display()),
+                    "run the tests on a file system with RENAME_NOREPLACE (ext4, xfs, btrfs, tmpfs)",
+                );
             }
             other => assert_eq!(other.map_err(|e| e.raw_os_error()), Err(Some(libc::EEXIST))),
         }
