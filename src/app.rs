@@ -394,56 +394,33 @@ async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String
             "--store is not used: the template publishes to S3 only (add a `local` publish target to keep a local copy)",
         );
     }
-    let store = match local {
-        true => Some(crate::store::LocalStore::open(&store_dir).map_err(|e| {
-            report_error(&chain(&e));
-            ExitCode::BuildFailed
-        })?),
-        false => None,
+    let failed = |e: crate::store::StoreError| {
+        report_error(&chain(&e));
+        ExitCode::BuildFailed
     };
+    let targets = build::publish::targets(&loaded, &store_dir).map_err(failed)?;
     let name = loaded.template.name.clone();
     match &loaded.template.version {
         template::VersionSpec::Exact(v) => {
-            if let Some(store) = &store
-                && store.exists(&name, v)
-            {
-                report_error(&format!(
-                    "{name}@{v} is already published in {}; published versions are immutable: change `version` or use --set-version",
-                    store_dir.display()
-                ));
-                return Err(ExitCode::Usage);
-            }
-            match build::publish::s3_precheck(&loaded, &name, v).await {
-                Ok(None) => {}
-                Ok(Some(exists)) => {
-                    report_error(&exists);
+            for target in &targets {
+                if target.has_version(&name, v).await.map_err(failed)? {
+                    report_error(&format!(
+                        "{name}@{v} is already published in {}; published versions are immutable: change `version` or use --set-version",
+                        target.location()
+                    ));
                     return Err(ExitCode::Usage);
-                }
-                Err(e) => {
-                    report_error(&e);
-                    return Err(ExitCode::BuildFailed);
                 }
             }
             let v = v.clone();
             Ok((loaded, store_dir, v))
         }
         template::VersionSpec::Auto => {
-            let today = jiff::Zoned::now().date();
-            let fail = |e: String| {
-                report_error(&e);
-                ExitCode::BuildFailed
-            };
-            let local_next = match &store {
-                Some(store) => store.next_auto_version(&name, today).map_err(|e| fail(chain(&e)))?,
-                None => format!("{:04}.{:02}.{:02}.1", today.year(), today.month(), today.day()),
-            };
-            let s3_highest = build::publish::s3_highest_auto_number(&loaded, &name, today).await.map_err(fail)?;
-            let next = match local_next.rsplit_once('.').and_then(|(_, n)| n.parse::<u32>().ok()) {
-                Some(n) if n <= s3_highest => {
-                    format!("{:04}.{:02}.{:02}.{}", today.year(), today.month(), today.day(), s3_highest + 1)
-                }
-                _ => local_next,
-            };
+            let today = crate::store::today();
+            let mut highest = 0;
+            for target in &targets {
+                highest = highest.max(target.highest_auto_number(&name, today).await.map_err(failed)?);
+            }
+            let next = today.version(highest + 1);
             let reloaded = load_with_id(&args.template, &args.vars, Some(next.clone()), loaded.build_id.clone())?;
             Ok((reloaded, store_dir, next))
         }

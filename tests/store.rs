@@ -400,7 +400,7 @@ fn sweep_removes_leftover_trash_and_temp_files() {
 #[test]
 fn next_auto_version_counts_up_per_day() {
     let (_tmp, store) = new_store();
-    let day = jiff::civil::date(2025, 3, 7);
+    let day = imgbuild::store::Day { year: 2025, month: 3, day: 7 };
     assert_eq!(store.next_auto_version("web", day).unwrap(), "2025.03.07.1");
     publish(&store, "web", "2025.03.07.1");
     publish(&store, "web", "1.0.0");

@@ -3,12 +3,12 @@
 //! only after everything (verify included) has passed. S3 targets are
 //! uploaded from that staging directory before the local rename.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::BuildState;
 use crate::export::{self, Artifact, manifest};
 use crate::runner::{BoxError, Step, StepContext};
-use crate::store::{LocalStore, Staging, StoreError};
+use crate::store::{Day, LocalStore, Staging, StoreError};
 use crate::template::{Loaded, Publish, S3Publish};
 use crate::ui;
 
@@ -195,26 +195,63 @@ fn published_event(name: &str, version: &str, target: &str, location: &str) {
     });
 }
 
-/// Before the build starts: an S3 target that already has the version
-/// refuses the build (published versions are immutable). The conditional
-/// write of `manifest.json` stays the real guarantee against a concurrent
-/// build. `Ok(Some(message))`: already published; `Err`: S3 could not be asked.
-pub async fn s3_precheck(loaded: &Loaded, name: &str, version: &str) -> Result<Option<String>, String> {
-    for target in s3_targets(loaded) {
-        if let Some(exists) = s3::precheck(target, name, version).await? {
-            return Ok(Some(exists));
-        }
-    }
-    Ok(None)
+/// A publish target as a build sees it before it starts: whether a version
+/// is taken (published versions are immutable, so that refuses the build),
+/// and how far today's `auto` numbers got. The local store and every S3
+/// target answer alike. The store's own conditional write stays the real
+/// guarantee against a concurrent build of the same version.
+#[async_trait::async_trait]
+pub trait PublishTarget: Send + Sync {
+    /// Where, for messages: a directory or an `s3://` URL.
+    fn location(&self) -> String;
+    async fn has_version(&self, name: &str, version: &str) -> Result<bool, StoreError>;
+    /// The highest `N` of `today`'s `YYYY.MM.DD.N` versions of `name` (0 when none).
+    async fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError>;
 }
 
-/// The highest `N` of today's `YYYY.MM.DD.N` versions over the S3 targets.
-pub async fn s3_highest_auto_number(loaded: &Loaded, name: &str, today: jiff::civil::Date) -> Result<u32, String> {
-    let mut highest = 0;
-    for target in s3_targets(loaded) {
-        highest = highest.max(s3::highest_auto_number(target, name, today).await?);
+#[async_trait::async_trait]
+impl PublishTarget for LocalStore {
+    fn location(&self) -> String {
+        self.root().display().to_string()
     }
-    Ok(highest)
+
+    async fn has_version(&self, name: &str, version: &str) -> Result<bool, StoreError> {
+        Ok(self.exists(name, version))
+    }
+
+    async fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError> {
+        LocalStore::highest_auto_number(self, name, today)
+    }
+}
+
+struct S3Target(S3Publish);
+
+#[async_trait::async_trait]
+impl PublishTarget for S3Target {
+    fn location(&self) -> String {
+        self.0.url()
+    }
+
+    async fn has_version(&self, name: &str, version: &str) -> Result<bool, StoreError> {
+        s3::has_version(&self.0, name, version).await
+    }
+
+    async fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError> {
+        s3::highest_auto_number(&self.0, name, today).await
+    }
+}
+
+/// Every target the build publishes to: each S3 target of the template and
+/// the local store at `store_dir` when the build publishes locally.
+pub fn targets(loaded: &Loaded, store_dir: &Path) -> Result<Vec<Box<dyn PublishTarget>>, StoreError> {
+    let mut targets: Vec<Box<dyn PublishTarget>> = Vec::new();
+    if publishes_locally(loaded) {
+        targets.push(Box::new(LocalStore::open(store_dir)?));
+    }
+    for target in s3_targets(loaded) {
+        targets.push(Box::new(S3Target(target.clone())));
+    }
+    Ok(targets)
 }
 
 #[cfg(feature = "aws")]
@@ -229,7 +266,7 @@ mod s3 {
     use crate::export::Artifact;
     use crate::runner::BoxError;
     use crate::source::DigestAlgo;
-    use crate::store::{Staging, StoreError, s3 as store_s3};
+    use crate::store::{Day, Staging, StoreError, s3 as store_s3};
     use crate::template::S3Publish;
     use crate::ui;
 
@@ -350,20 +387,14 @@ mod s3 {
         PublishError::S3 { name: name.to_string(), version: version.to_string(), url: url.into(), source: e.into() }
     }
 
-    pub async fn precheck(target: &S3Publish, name: &str, version: &str) -> Result<Option<String>, String> {
-        let store = store_s3::open_target(target).await.map_err(|e| chain(&e))?;
-        if store.exists(name, version).await.map_err(|e| chain(&e))? {
-            return Ok(Some(format!(
-                "{name}@{version} is already published in {}; published versions are immutable: change `version` or use --set-version",
-                target.url()
-            )));
-        }
-        Ok(None)
+    pub async fn has_version(target: &S3Publish, name: &str, version: &str) -> Result<bool, StoreError> {
+        let store = store_s3::open_target(target).await?;
+        Ok(store.exists(name, version).await?)
     }
 
-    pub async fn highest_auto_number(target: &S3Publish, name: &str, today: jiff::civil::Date) -> Result<u32, String> {
-        let store = store_s3::open_target(target).await.map_err(|e| chain(&e))?;
-        store_s3::highest_auto_number(&store, name, today).await.map_err(|e| chain(&e))
+    pub async fn highest_auto_number(target: &S3Publish, name: &str, today: Day) -> Result<u64, StoreError> {
+        let store = store_s3::open_target(target).await?;
+        store_s3::highest_auto_number(&store, name, today).await
     }
 }
 
@@ -373,7 +404,7 @@ mod s3 {
     use crate::export::Artifact;
     use crate::runner::BoxError;
     use crate::source::DigestAlgo;
-    use crate::store::{Staging, StoreError};
+    use crate::store::{Day, Staging, StoreError};
     use crate::template::S3Publish;
 
     fn unsupported() -> StoreError {
@@ -392,11 +423,11 @@ mod s3 {
         Err(unsupported().into())
     }
 
-    pub async fn precheck(_: &S3Publish, _: &str, _: &str) -> Result<Option<String>, String> {
-        Err(unsupported().to_string())
+    pub async fn has_version(_: &S3Publish, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(unsupported())
     }
 
-    pub async fn highest_auto_number(_: &S3Publish, _: &str, _: jiff::civil::Date) -> Result<u32, String> {
-        Err(unsupported().to_string())
+    pub async fn highest_auto_number(_: &S3Publish, _: &str, _: Day) -> Result<u64, StoreError> {
+        Err(unsupported())
     }
 }

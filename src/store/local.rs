@@ -12,9 +12,9 @@ use super::fsio::{self, LOCK_FILE, open_lock, read_dir, remove_locked_dir, try_l
 use super::meta::{self, CHANNELS_FILE, INDEX_FILE};
 use super::staging::Staging;
 use super::verify::{VerifyReport, verify_dir};
-use super::versions::{self, Version, validate_channel, validate_name, validate_version};
+use super::versions::{self, validate_channel, validate_name, validate_version};
 use super::{LATEST, MANIFEST_FILE, STAGING_PREFIX, TRASH_PREFIX, pause_point};
-use imgbuild_store_format::{Index, IndexEntry};
+use imgbuild_store_format::{Day, Index, IndexEntry};
 
 /// A store rooted at a directory; see the module documentation for the
 /// layout. Cheap to clone; holds no open files.
@@ -93,24 +93,16 @@ impl LocalStore {
     /// published (or half-published) `N` of that day, starting at 1. Two
     /// builds racing for the same number are settled at commit: one gets
     /// [`StoreError::VersionExists`].
-    pub fn next_auto_version(&self, name: &str, today: jiff::civil::Date) -> Result<String, StoreError> {
+    pub fn next_auto_version(&self, name: &str, today: Day) -> Result<String, StoreError> {
+        Ok(today.version(self.highest_auto_number(name, today)? + 1))
+    }
+
+    /// The highest `N` of `today`'s `YYYY.MM.DD.N` versions of `name`,
+    /// half-published ones included (0 when none).
+    pub fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError> {
         validate_name(name)?;
-        let (year, month, day) = (today.year(), today.month(), today.day());
-        let highest = self
-            .dir_names(&self.image_dir(name))?
-            .iter()
-            .filter_map(|v| match Version::parse(v) {
-                Some(Version::Date(d)) => Some(d),
-                _ => None,
-            })
-            .filter(|d| {
-                (i32::from(d.year), i32::from(d.month), i32::from(d.day))
-                    == (i32::from(year), i32::from(month), i32::from(day))
-            })
-            .map(|d| d.n)
-            .max()
-            .unwrap_or(0);
-        Ok(format!("{year:04}.{month:02}.{day:02}.{}", highest + 1))
+        let names = self.dir_names(&self.image_dir(name))?;
+        Ok(today.highest_n(names.iter().map(String::as_str)))
     }
 
     /// Starts publishing `name@version`: a fresh, locked staging directory

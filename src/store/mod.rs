@@ -43,11 +43,19 @@ use std::io::Write;
 use std::time::Duration;
 
 pub use error::StoreError;
+pub use imgbuild_store_format::Day;
 pub use local::{LocalStore, VersionInfo};
 pub use staging::Staging;
 pub use sums::{SumsEntry, format_sums, sums_file_name};
 pub use verify::{Problem, VerifyReport};
 pub use versions::{compare as compare_versions, validate_channel, validate_name, validate_version};
+
+/// Today in the local time zone: the day of the `auto` versions a build takes.
+pub fn today() -> Day {
+    let date = jiff::Zoned::now().date();
+    // jiff's civil dates are years -9999..=9999; an `auto` version needs a four-digit year.
+    Day { year: u16::try_from(date.year()).unwrap_or(0), month: date.month() as u8, day: date.day() as u8 }
+}
 
 /// The manifest file in every version directory.
 pub const MANIFEST_FILE: &str = "manifest.json";

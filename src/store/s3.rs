@@ -61,6 +61,7 @@ mod aws {
     use std::time::Duration;
 
     use imgbuild_aws::{CleanupReport, S3Store};
+    use imgbuild_store_format::Day;
 
     use super::StoreError;
     use crate::template::S3Publish;
@@ -148,13 +149,12 @@ mod aws {
 
     /// The highest `N` of a `YYYY.MM.DD.N` version of `name` for `today`
     /// published in `store` (0 when none).
-    pub async fn highest_auto_number(store: &S3Store, name: &str, today: jiff::civil::Date) -> Result<u32, StoreError> {
-        let prefix = format!("{:04}.{:02}.{:02}.", today.year(), today.month(), today.day());
+    pub async fn highest_auto_number(store: &S3Store, name: &str, today: Day) -> Result<u64, StoreError> {
         let versions = match store.list_versions(name).await {
             Ok(v) => v,
             Err(imgbuild_aws::S3Error::ImageNotFound { .. }) => return Ok(0),
             Err(e) => return Err(e.into()),
         };
-        Ok(versions.iter().filter_map(|v| v.version.strip_prefix(&prefix)?.parse::<u32>().ok()).max().unwrap_or(0))
+        Ok(today.highest_n(versions.iter().map(|v| v.version.as_str())))
     }
 }

@@ -10,6 +10,6 @@ pub mod sums;
 pub mod verify;
 
 pub use index::{Index, IndexEntry};
-pub use names::{Version, check_name, compare, is_valid_channel, is_valid_version};
+pub use names::{Day, Version, check_name, compare, is_valid_channel, is_valid_version};
 pub use sums::{Algo, BadLine, SumsEntry, format_sums, is_safe_file_name, parse_sums};
 pub use verify::{MANIFEST_FILE, Plan, Problem, bad_files};

@@ -78,6 +78,32 @@ pub struct DateVersion {
     pub n: u64,
 }
 
+/// A day, for the `YYYY.MM.DD.N` versions `version: "auto"` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Day {
+    /// The `N`th version of the day: `YYYY.MM.DD.N`.
+    pub fn version(self, n: u64) -> String {
+        format!("{:04}.{:02}.{:02}.{n}", self.year, self.month, self.day)
+    }
+
+    /// The highest `N` among `versions` that are versions of this day (0 when none).
+    pub fn highest_n<'a>(self, versions: impl IntoIterator<Item = &'a str>) -> u64 {
+        versions
+            .into_iter()
+            .filter_map(parse_date)
+            .filter(|d| (d.year, d.month, d.day) == (self.year, self.month, self.day))
+            .map(|d| d.n)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 impl Version {
     pub fn parse(s: &str) -> Option<Version> {
         parse_date(s).map(Version::Date).or_else(|| parse_semver(s).map(Version::Semver))
@@ -213,9 +239,17 @@ fn is_number(p: &str) -> bool {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_highest_n_of_a_day_ignores_other_days_and_other_versions() {
+        let day = Day { year: 2025, month: 3, day: 7 };
+        assert_eq!(day.highest_n([]), 0);
+        let versions = ["2025.03.07.2", "2025.03.07.10", "2025.03.08.40", "1.2.3", "2025.03.07.x", ".2025.03.07.99"];
+        assert_eq!(day.highest_n(versions), 10);
+        assert_eq!(day.version(11), "2025.03.07.11");
+    }
 
     fn sorted(mut v: Vec<&str>) -> Vec<&str> {
         v.sort_by(|a, b| compare(a, b));
