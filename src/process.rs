@@ -116,6 +116,19 @@ impl Drop for GroupChild {
     }
 }
 
+/// Files the command creates are readable by their owner only (umask 077),
+/// whatever imgbuild's own umask: for tools writing into the private work
+/// directory (disks, console logs, sockets), whose files hold guest data.
+pub fn owner_only_files(cmd: &mut Command) {
+    // SAFETY: umask is async-signal-safe and only changes the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+}
+
 /// Runs a command to completion, streaming its output lines to the UI under
 /// `label`. Returns the status and the last lines of output.
 pub async fn run_streaming(

@@ -4,58 +4,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env { tmp: tempfile::tempdir().unwrap() }
-    }
-
-    fn path(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    /// `imgbuild build TEMPLATE` with the fixture, a private store and work root.
-    fn build_cmd(&self, template: &Path, extra: &[&str]) -> Command {
-        let mut c = imgbuild(self.path());
-        c.arg("build")
-            .arg(template)
-            .arg("--no-progress")
-            .arg("--store")
-            .arg(self.store())
-            .arg("--var")
-            .arg(format!("fixture_dir={}", fixture_dir().display()))
-            .args(extra);
-        c
-    }
-
-    fn write_template(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn assert_clean(&self) {
-        let needle = self.path().to_string_lossy().into_owned();
-        assert!(
-            wait_until(Duration::from_secs(10), || qemu_processes_mentioning(&needle).is_empty()),
-            "QEMU left running: {:?}",
-            qemu_processes_mentioning(&needle)
-        );
-        assert!(leftover_work_dirs(self.path()).is_empty(), "work dirs left: {:?}", leftover_work_dirs(self.path()));
-    }
-}
+type Env = BuildEnv;
 
 /// A small template on the fixture; `provisioners` is spliced in as JSON.
 /// `ssh_extra` adds fields to the `ssh` block (the timeout defaults to 2m).
@@ -96,7 +50,7 @@ fn published_versions(store: &Path, name: &str) -> Vec<String> {
 #[test]
 fn example_template_builds_and_changes_persist() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let example = repo_root().join("templates/fixture-web.json");
     let out = run(env.build_cmd(&example, &[]));
     assert_eq!(out.code, 0, "build failed:\n{}", out.stderr);
@@ -154,7 +108,7 @@ fn example_template_builds_and_changes_persist() {
 #[test]
 fn failing_provisioner_exits_1_names_it_and_cleans_up() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let t = env.write_template(
         "t.json",
         &template(
@@ -175,7 +129,7 @@ fn failing_provisioner_exits_1_names_it_and_cleans_up() {
 #[test]
 fn wrong_password_times_out_with_console_tail() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     // Without the seed there is no key and root's password is locked, so no login can work.
     let t = env.write_template(
         "t.json",
@@ -207,9 +161,7 @@ fn sleeping_build(env: &Env, marker: &Path) -> PathBuf {
 }
 
 fn spawn_build(env: &Env, template: &Path, extra: &[&str]) -> std::process::Child {
-    let mut c = env.build_cmd(template, extra);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.spawn().unwrap()
+    env.spawn(template, extra)
 }
 
 fn wait_for_marker(env: &Env, marker: &Path) {
@@ -220,7 +172,7 @@ fn wait_for_marker(env: &Env, marker: &Path) {
 #[test]
 fn qemu_killed_mid_provision_fails_fast() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let marker = env.path().join("started");
     let t = sleeping_build(&env, &marker);
     let child = spawn_build(&env, &t, &[]);
@@ -242,7 +194,7 @@ fn qemu_killed_mid_provision_fails_fast() {
 #[test]
 fn sigint_during_provisioning_exits_130_and_cleans_up() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let marker = env.path().join("started");
     let t = sleeping_build(&env, &marker);
     let child = spawn_build(&env, &t, &[]);
@@ -258,7 +210,7 @@ fn sigint_during_provisioning_exits_130_and_cleans_up() {
 #[test]
 fn on_error_abort_keeps_the_vm_and_says_how_to_reach_it() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let t = env.write_template("t.json", &template(r#"[ { "type": "shell", "inline": ["exit 3"] } ]"#, "", true));
     let out = run(env.build_cmd(&t, &["--on-error", "abort"]));
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -285,7 +237,7 @@ fn on_error_abort_keeps_the_vm_and_says_how_to_reach_it() {
 #[test]
 fn two_builds_of_one_template_run_in_parallel() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let text = template(
         r#"[ { "type": "shell", "inline": ["hostname", "ls /dev/vda /dev/sda 2>/dev/null || true"] } ]"#,
         "",
@@ -314,7 +266,7 @@ fn two_builds_of_one_template_run_in_parallel() {
 /// same build must succeed on it, so the test means something on both hosts.
 #[test]
 fn explicit_kvm_is_used_where_it_works_and_a_clear_error_elsewhere() {
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let t = template(r#"[ { "type": "shell", "inline": ["true"] } ]"#, "", true)
         .replace(r#""accelerator": "tcg""#, r#""accelerator": "kvm""#);
     let t = env.write_template("t.json", &t);
@@ -339,7 +291,7 @@ fn explicit_kvm_is_used_where_it_works_and_a_clear_error_elsewhere() {
 
 #[test]
 fn missing_qemu_binary_names_the_packages() {
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let t = template(r#"[ { "type": "shell", "inline": ["true"] } ]"#, "", true)
         .replace(r#""type": "qemu","#, r#""type": "qemu", "qemu_binary": "qemu-system-imgbuild-missing","#);
     let t = env.write_template("t.json", &t);
@@ -352,7 +304,7 @@ fn missing_qemu_binary_names_the_packages() {
 #[test]
 fn verify_on_build_vm_checks_before_shutdown() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let t = template(r#"[ { "type": "shell", "inline": ["echo built-vm > /etc/built"] } ]"#, "", true).replace(
         r#""provisioners":"#,
         r#""verify": [ { "file": "/etc/built", "contains": "built-vm" }, { "boot_time_max": "3m" } ],
@@ -372,7 +324,7 @@ fn verify_on_build_vm_checks_before_shutdown() {
 
 #[test]
 fn an_already_published_version_is_refused_before_the_build_starts() {
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let store = imgbuild::store::LocalStore::open(&env.store()).unwrap();
     let staging = store.begin("e2e", "3.0.0").unwrap();
     std::fs::write(staging.dir.join("x"), b"x").unwrap();
@@ -395,7 +347,7 @@ fn an_already_published_version_is_refused_before_the_build_starts() {
 #[test]
 fn if_changed_skips_an_unchanged_rebuild_and_metrics_are_written() {
     let _vm = vm_lock();
-    let env = Env::new();
+    let env = Env::with_fixture_var();
     let script = env.path().join("step.sh");
     std::fs::write(&script, "echo step one > /etc/step\n").unwrap();
     let t = env.write_template(

@@ -1,6 +1,7 @@
 //! A build: the typed state the steps share, and the list of steps a
 //! template turns into.
 
+pub mod liveness;
 pub mod publish;
 mod steps;
 pub mod verify_step;
@@ -13,7 +14,7 @@ use crate::runner::Step;
 use crate::source::Fetched;
 use crate::template::{Builder, Loaded, ProvisionerKind};
 
-pub use steps::{FetchSource, Provision, WorkDir};
+pub use steps::{FetchSource, Provision, WorkDir, create_private_file};
 
 /// Options that do not come from the template.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct BuildState {
     pub loaded: Arc<Loaded>,
     pub settings: BuildSettings,
     pub work_dir: Option<PathBuf>,
+    /// Held from the first step on: tells other imgbuild processes this build is alive.
+    pub lock: Option<liveness::BuildLock>,
     pub source: Option<Fetched>,
     pub machine: crate::builder::qemu::MachineState,
     /// The version being built (`auto` already resolved).
@@ -91,6 +94,7 @@ impl BuildState {
             loaded,
             settings,
             work_dir: None,
+            lock: None,
             source: None,
             machine: Default::default(),
             #[cfg(feature = "aws")]

@@ -3,14 +3,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::BuildState;
+use super::{BuildState, liveness};
 use crate::provision;
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::source::{Fetcher, ProgressEvent};
 use crate::ui::{self, ByteProgress};
 
-/// Creates the per-build work directory and removes it at the end.
+/// Creates the per-build work directory and removes it at the end. It is
+/// private (0700): the disk and console log in it hold whatever the
+/// provisioners put into the guest, secrets included. Before that, the work
+/// directories of builds that died here (`kill -9`) are swept.
 pub struct WorkDir;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the work directory {}", path.display())]
+pub struct WorkDirError {
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
 
 #[async_trait::async_trait]
 impl Step<BuildState> for WorkDir {
@@ -19,10 +30,14 @@ impl Step<BuildState> for WorkDir {
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
-        let dir = state.settings.work_root.join(format!("imgbuild-{}", state.build_id()));
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| format!("cannot create work directory {}: {e}", dir.display()))?;
+        // Taken before the directory exists, so a sweep never sees a live build's directory without its lock.
+        state.lock = Some(liveness::BuildLock::acquire(state.build_id())?);
+        let root = state.settings.work_root.clone();
+        for dead in tokio::task::spawn_blocking(move || liveness::sweep_dead_work_dirs(&root)).await? {
+            ui::info(format!("removed the work directory of a build that no longer runs: {}", dead.display()));
+        }
+        let dir = state.settings.work_root.join(format!("{}{}", liveness::WORK_DIR_PREFIX, state.build_id()));
+        create_private_dir(&dir).map_err(|source| WorkDirError { path: dir.clone(), source })?;
         tracing::debug!("work directory {}", dir.display());
         let removed = dir.clone();
         cx.on_cleanup(
@@ -37,6 +52,25 @@ impl Step<BuildState> for WorkDir {
         state.work_dir = Some(dir);
         Ok(())
     }
+}
+
+/// A new directory only its owner can enter, whatever the umask (the
+/// parents are made as usual).
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    // The umask can only take bits away; this makes it exactly 0700.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Creates (or truncates) a file only its owner can read or write, for
+/// what imgbuild itself writes into the work directory.
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 /// Downloads (or finds in the cache) and verifies the source image.
@@ -89,23 +123,6 @@ fn progress_reporter() -> crate::source::ProgressFn {
     })
 }
 
-/// The SSH connection usually drops a moment before QEMU's exit is reaped;
-/// when the VM is gone, that (not "disconnected") is the cause to report.
-async fn explain_by_vm_exit(
-    result: Result<(), provision::ProvisionError>,
-    vm: &crate::builder::qemu::Vm,
-) -> Result<(), provision::ProvisionError> {
-    match result {
-        Err(e) if !matches!(e, provision::ProvisionError::VmExited { .. }) => {
-            match tokio::time::timeout(Duration::from_secs(2), vm.exited()).await {
-                Ok(status) => Err(provision::ProvisionError::VmExited { status, console: vm.console_tail(25) }),
-                Err(_) => Err(e),
-            }
-        }
-        other => other,
-    }
-}
-
 /// Runs one provisioner, with its `pause_before`, `timeout` and `max_retries`.
 pub struct Provision {
     pub index: usize,
@@ -126,32 +143,19 @@ impl Step<BuildState> for Provision {
         }
         let mut attempt = 0;
         loop {
-            let vm = state.machine.vm.clone();
             let run = provision::run(self.index, provisioner, state, cx);
-            let limited = async {
-                match provisioner.timeout {
-                    Some(t) => tokio::time::timeout(t.0, run)
-                        .await
-                        .unwrap_or(Err(provision::ProvisionError::Timeout { timeout: t })),
-                    None => run.await,
-                }
-            };
-            // A VM that dies mid-provision fails the step at once, not at a timeout.
-            let result = match vm {
-                Some(vm) => {
-                    let r = tokio::select! {
-                        status = vm.exited() => Err(provision::ProvisionError::VmExited {
-                            status, console: vm.console_tail(25),
-                        }),
-                        r = limited => r,
-                    };
-                    explain_by_vm_exit(r, &vm).await
-                }
-                None => limited.await,
+            let result = match provisioner.timeout {
+                Some(t) => tokio::time::timeout(t.0, run)
+                    .await
+                    .unwrap_or(Err(provision::ProvisionError::Timeout { timeout: t })),
+                None => run.await,
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt < provisioner.max_retries => {
+                // A machine that is gone stays gone: no retry.
+                Err(e)
+                    if attempt < provisioner.max_retries && !matches!(e, provision::ProvisionError::MachineGone(_)) =>
+                {
                     attempt += 1;
                     ui::warn(format!("{}; retrying ({attempt}/{})", crate::error::chain(&e), provisioner.max_retries));
                     tokio::time::sleep(Duration::from_secs(2)).await;

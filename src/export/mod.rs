@@ -26,6 +26,8 @@ pub enum ExportError {
     #[error("converting to {format} failed")]
     Convert {
         format: String,
+        /// The file being written.
+        path: String,
         #[source]
         source: ProcessError,
     },
@@ -49,6 +51,64 @@ pub enum ExportError {
     },
     #[error("internal task failed: {0}")]
     Task(String),
+    /// ENOSPC, whichever tool hit it; says where, and how big that file system is.
+    #[error("the disk is full (ENOSPC) writing {path}; {space}")]
+    DiskFull {
+        path: String,
+        space: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ExportError {
+    /// The same failure as [`ExportError::DiskFull`] when it was one.
+    fn explain_disk_full(self) -> ExportError {
+        let (path, full) = match &self {
+            ExportError::Write { path, source } | ExportError::Compress { path, source } => {
+                (path.clone(), source.raw_os_error() == Some(libc::ENOSPC))
+            }
+            ExportError::Convert { path, source: ProcessError::Failed { stderr, .. }, .. } => {
+                (path.clone(), stderr.contains("No space left on device"))
+            }
+            _ => return self,
+        };
+        if !full {
+            return self;
+        }
+        let space = space_report(Path::new(&path));
+        ExportError::DiskFull { path, space, source: Box::new(self) }
+    }
+}
+
+/// `the file system at /srv (8.0 MiB) has 0 B free` for the file system holding `path`.
+fn space_report(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().unwrap_or(path);
+    let Ok(meta) = std::fs::metadata(dir) else { return "cannot tell which file system".into() };
+    // The mount point: the last ancestor on the same device.
+    let mut mount = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    while let Some(parent) = mount.parent() {
+        if !std::fs::metadata(parent).is_ok_and(|m| m.dev() == meta.dev()) {
+            break;
+        }
+        mount = parent.to_path_buf();
+    }
+    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return format!("the file system at {}", mount.display());
+    };
+    // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_dir.as_ptr(), &mut st) } != 0 {
+        return format!("the file system at {}", mount.display());
+    }
+    format!(
+        "the file system at {} ({}) has {} free",
+        mount.display(),
+        crate::store::cli::human_size(st.f_blocks * st.f_frsize),
+        crate::store::cli::human_size(st.f_bavail * st.f_frsize)
+    )
 }
 
 /// One exported file.
@@ -136,7 +196,7 @@ pub async fn export_all(
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let artifact = export_one(&disk, &out_dir, &name, &spec, &algos, virtual_size).await;
-            (i, artifact)
+            (i, artifact.map_err(ExportError::explain_disk_full))
         });
     }
     let mut done: Vec<(usize, Artifact)> = Vec::new();
@@ -163,9 +223,9 @@ async fn export_one(
     };
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-p"]).args(convert_args(spec)).arg(disk).arg(&converted);
-    convert_with_progress(cmd, &format!("convert {name}"), virtual_size)
-        .await
-        .map_err(|source| ExportError::Convert { format: format_name(spec).into(), source })?;
+    convert_with_progress(cmd, &format!("convert {name}"), virtual_size).await.map_err(|source| {
+        ExportError::Convert { format: format_name(spec).into(), path: converted.display().to_string(), source }
+    })?;
     let digests = match spec.compress {
         Some(kind) => {
             let d = hash::compress_file(&converted, &target, kind, algos).await?;

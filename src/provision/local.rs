@@ -13,8 +13,8 @@ pub async fn run(label: &str, step: &ShellLocal, state: &BuildState) -> Result<(
         Commands::Inline(lines) => {
             let path = work_dir.join(format!("{}.sh", label.replace(['[', ']'], "-")));
             let body = format!("#!/bin/sh\nset -e\n{}\n", lines.join("\n"));
-            tokio::fs::write(&path, body)
-                .await
+            crate::build::create_private_file(&path)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, body.as_bytes()))
                 .map_err(|source| ProvisionError::WriteFile { path: path.display().to_string(), source })?;
             vec![path]
         }

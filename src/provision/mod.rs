@@ -4,6 +4,7 @@ mod local;
 pub mod remote;
 
 use crate::build::BuildState;
+use crate::communicator::Raced;
 use crate::runner::StepContext;
 use crate::template::{Provisioner, ProvisionerKind, units::Dur};
 
@@ -33,8 +34,16 @@ pub enum ProvisionError {
     Ssh(#[from] crate::communicator::SshError),
     #[error(transparent)]
     Machine(#[from] crate::builder::qemu::QemuError),
-    #[error("QEMU exited ({status}) during provisioning\n--- serial console (last lines) ---\n{console}")]
-    VmExited { status: String, console: String },
+    /// The machine went away under the provisioner (its builder says how).
+    #[error(transparent)]
+    MachineGone(#[from] crate::communicator::MachineGone),
+}
+
+impl ProvisionError {
+    /// A failure that a machine going away also causes.
+    fn connection_lost(&self) -> bool {
+        matches!(self, ProvisionError::Ssh(_) | ProvisionError::Machine(_))
+    }
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -61,9 +70,18 @@ pub async fn run(
     _cx: &mut StepContext,
 ) -> Result<(), ProvisionError> {
     let label = format!("provisioners[{index}]");
-    match &provisioner.kind {
-        ProvisionerKind::ShellLocal(local) => local::run(&label, local, state).await,
-        ProvisionerKind::Shell(shell) => remote::run_shell(&label, index, shell, state).await,
-        ProvisionerKind::File(file) => remote::run_file(file, state).await,
+    // A machine that dies mid-provision fails the step at once, not at a timeout.
+    let watch = state.machine.watch();
+    let work = async {
+        match &provisioner.kind {
+            ProvisionerKind::ShellLocal(local) => local::run(&label, local, state).await,
+            ProvisionerKind::Shell(shell) => remote::run_shell(&label, index, shell, state).await,
+            ProvisionerKind::File(file) => remote::run_file(file, state).await,
+        }
+    };
+    match crate::communicator::unless_gone(watch.as_deref(), work, ProvisionError::connection_lost).await {
+        Ok(()) => Ok(()),
+        Err(Raced::Failed(e)) => Err(e),
+        Err(Raced::Gone(gone)) => Err(gone.into()),
     }
 }

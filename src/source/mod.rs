@@ -209,7 +209,7 @@ impl Fetcher {
         let mut partial = Partial::resume(&part_path, expected.algo, throttle, cancel).await?;
         let received = match download.run(&mut partial, throttle, cancel).await {
             Ok(n) => n,
-            Err(e) => return Err(keep_partial_if_useful(partial, &part_path, e).await),
+            Err(e) => return Err(keep_partial_if_useful(partial, &part_path, e, throttle).await),
         };
         let actual = partial.finish().await?;
         throttle.finished();
@@ -256,14 +256,23 @@ impl Fetcher {
     }
 }
 
-/// On failure, an empty partial is removed; a non-empty one stays for resuming.
-async fn keep_partial_if_useful(mut partial: Partial, path: &Path, err: FetchError) -> FetchError {
+/// On failure, an empty partial is removed; a non-empty one stays for
+/// resuming (and the user is told so: the next run is not a fresh start).
+/// It is never used before its digest is checked.
+async fn keep_partial_if_useful(mut partial: Partial, path: &Path, err: FetchError, throttle: &Throttle) -> FetchError {
     if let Err(e) = partial.flush().await {
         tracing::debug!(error = %e, "could not flush partial download");
     }
-    if partial.written() == 0 {
-        drop(partial);
-        remove_quietly(path).await;
+    match partial.written() {
+        0 => {
+            drop(partial);
+            remove_quietly(path).await;
+        }
+        kept if !err.is_cancelled() => throttle.message(format!(
+            "kept the {kept} bytes received in {}; the next run resumes the download from there",
+            path.display()
+        )),
+        _ => {}
     }
     err
 }

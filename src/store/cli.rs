@@ -319,7 +319,7 @@ fn print_table(rows: Vec<[String; 4]>) {
 }
 
 /// `512 B`, `1.5 KiB`, `20.0 GiB`.
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

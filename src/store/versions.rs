@@ -2,7 +2,7 @@
 //! (`imgbuild-store-format`, shared with the S3 store and the template), with
 //! this module's errors.
 
-pub use imgbuild_store_format::{Version, compare};
+pub use imgbuild_store_format::compare;
 
 use super::error::StoreError;
 

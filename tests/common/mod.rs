@@ -14,6 +14,8 @@ pub fn imgbuild(work: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(bin());
     cmd.env("IMGBUILD_CACHE_DIR", work.join("cache"))
         .env("IMGBUILD_WORK_DIR", work.join("work"))
+        // Build locks (which tell a running build from a dead one) stay inside the test too.
+        .env("IMGBUILD_RUNTIME_DIR", work.join("run"))
         .env("NO_COLOR", "1")
         .env_remove("IMGBUILD_LOG");
     for (key, _) in std::env::vars() {
@@ -78,6 +80,68 @@ pub fn qemu_processes_mentioning(needle: &str) -> Vec<u32> {
         }
     }
     found
+}
+
+/// A private directory for one test's builds: work root, cache, runtime
+/// dir and store inside it, so leftovers are easy to see.
+pub struct BuildEnv {
+    pub tmp: tempfile::TempDir,
+    /// Pass `--var fixture_dir=…` (the base image) to every build.
+    pub fixture_var: bool,
+}
+
+impl BuildEnv {
+    pub fn new() -> Self {
+        BuildEnv { tmp: tempfile::tempdir().unwrap(), fixture_var: false }
+    }
+
+    /// A build environment whose builds get `--var fixture_dir=…`.
+    pub fn with_fixture_var() -> Self {
+        BuildEnv { fixture_var: true, ..BuildEnv::new() }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path().join("store")
+    }
+
+    /// `imgbuild build TEMPLATE` with a private store and work root.
+    pub fn build_cmd(&self, template: &Path, extra: &[&str]) -> std::process::Command {
+        let mut c = imgbuild(self.path());
+        c.arg("build").arg(template).arg("--no-progress").arg("--store").arg(self.store());
+        if self.fixture_var {
+            c.arg("--var").arg(format!("fixture_dir={}", fixture_dir().display()));
+        }
+        c.args(extra);
+        c
+    }
+
+    /// The build in the background, its output piped.
+    pub fn spawn(&self, template: &Path, extra: &[&str]) -> std::process::Child {
+        let mut c = self.build_cmd(template, extra);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    }
+
+    pub fn write_template(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// No QEMU of this environment runs and no work directory is left.
+    pub fn assert_clean(&self) {
+        let needle = self.path().to_string_lossy().into_owned();
+        assert!(
+            wait_until(std::time::Duration::from_secs(10), || qemu_processes_mentioning(&needle).is_empty()),
+            "QEMU left running: {:?}",
+            qemu_processes_mentioning(&needle)
+        );
+        assert!(leftover_work_dirs(self.path()).is_empty(), "work dirs left: {:?}", leftover_work_dirs(self.path()));
+    }
 }
 
 /// Waits (bounded) until `cond` holds; returns whether it did.

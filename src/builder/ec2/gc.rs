@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use imgbuild_aws::ec2::{self as api, Ec2, TaggedResource};
 
-use super::liveness::{self, Liveness};
+use crate::build::liveness::{self, Liveness};
 use crate::cli::GcArgs;
 use crate::error::{ExitCode, chain};
 use crate::ui;

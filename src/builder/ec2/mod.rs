@@ -11,7 +11,6 @@
 //! response arrived. `imgbuild gc` runs the same sweep for dead builds.
 
 pub mod gc;
-pub mod liveness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +56,7 @@ pub enum BuildError {
     #[error(transparent)]
     Ssh(#[from] crate::communicator::SshError),
     #[error(transparent)]
-    Liveness(#[from] liveness::LivenessError),
+    Liveness(#[from] crate::build::liveness::LivenessError),
 }
 
 /// What the ec2 steps hand to later steps.
@@ -72,7 +71,6 @@ pub struct Ec2State {
     pub spot: bool,
     /// `(region, AMI)`, the build region first.
     pub amis: Vec<(String, ImageInfo)>,
-    _lock: liveness::BuildLock,
 }
 
 fn config(state: &BuildState) -> Result<&Ec2Builder, crate::build::MissingState> {
@@ -132,7 +130,9 @@ impl Step<BuildState> for Prepare {
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let cfg = config(state)?.clone();
         let api = Ec2::connect(cfg.region.as_deref(), cfg.endpoint_url.as_deref()).await.map_err(BuildError::from)?;
-        let lock = liveness::BuildLock::acquire(state.build_id()).map_err(BuildError::from)?;
+        // Should this process die, its lock file now stays for `gc` to find.
+        let lock = BuildState::require(&state.lock, "the build lock")?;
+        lock.mark_remote_resources().map_err(BuildError::from)?;
         let regions = all_regions(&api, &cfg);
         for region in &regions {
             api.in_region(region).ensure_name_free(&cfg.ami_name).await.map_err(BuildError::from)?;
@@ -160,7 +160,6 @@ impl Step<BuildState> for Prepare {
             instance: None,
             spot: false,
             amis: Vec::new(),
-            _lock: lock,
         });
         Ok(())
     }

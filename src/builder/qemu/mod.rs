@@ -48,10 +48,11 @@ pub enum QemuError {
     Seed(#[from] seed::SeedError),
     #[error(transparent)]
     Ssh(#[from] crate::communicator::SshError),
-    #[error("{source}\n--- serial console (last lines) ---\n{console}")]
+    #[error("{source} (forwarded to guest port {guest_port})\n--- serial console (last lines) ---\n{console}")]
     SshWait {
         #[source]
         source: Box<WaitError>,
+        guest_port: u16,
         console: String,
     },
     /// A machine not run by QEMU (an EC2 instance) did not answer.
@@ -138,6 +139,7 @@ impl Step<BuildState> for CreateDisk {
                 cmd.arg(size.bytes().max(base_size).to_string());
             }
         }
+        crate::process::owner_only_files(&mut cmd);
         run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
         state.machine.disk = Some(disk);
         Ok(())
@@ -320,7 +322,11 @@ pub async fn connect_to(
     tokio::select! {
         status = vm.exited() => Err(QemuError::ExitedEarly { status, console: vm.console_tail(CONSOLE_TAIL) }),
         r = wait => r.map_err(|e| match e {
-            ReadyError::Wait(source) => QemuError::SshWait { source: Box::new(source), console: vm.console_tail(CONSOLE_TAIL) },
+            ReadyError::Wait(source) => QemuError::SshWait {
+                source: Box::new(source),
+                guest_port: q.ssh.port,
+                console: vm.console_tail(CONSOLE_TAIL),
+            },
             ReadyError::NotReady(status) => QemuError::NotReady { status },
         }),
     }
@@ -351,6 +357,7 @@ pub async fn boot_fresh(
     let format = image_format(image).await?;
     let mut cmd = Command::new("qemu-img");
     cmd.args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"]).arg(image).arg(&disk);
+    crate::process::owner_only_files(&mut cmd);
     run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
     let seed_path = work.join(format!("{tag}-seed.img"));
     // A cloud image gets a fresh seed and key; an installed image already holds the build key.
@@ -505,6 +512,25 @@ pub async fn shut_down(
     vm.kill();
     vm.wait_exit(Duration::from_secs(10)).await;
     Ok(ShutdownMethod::Killed)
+}
+
+/// QEMU's exit, for SSH operations racing against it.
+#[async_trait::async_trait]
+impl crate::communicator::MachineWatch for Vm {
+    async fn gone(&self) -> crate::communicator::MachineGone {
+        let status = self.exited().await;
+        crate::communicator::MachineGone {
+            what: format!("QEMU exited ({status})"),
+            details: format!("\n--- serial console (last lines) ---\n{}", self.console_tail(CONSOLE_TAIL)),
+        }
+    }
+}
+
+impl MachineState {
+    /// What tells whether the build machine still runs (none for a machine QEMU does not run).
+    pub fn watch(&self) -> Option<Arc<dyn crate::communicator::MachineWatch>> {
+        self.vm.clone().map(|vm| vm as Arc<dyn crate::communicator::MachineWatch>)
+    }
 }
 
 /// What the qemu steps hand to later steps.

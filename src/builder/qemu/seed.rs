@@ -111,11 +111,8 @@ pub fn write_seed_image(path: &Path, meta_data: &str, user_data: &str) -> Result
 
 /// Writes a file readable by the owner only: the seed holds the password.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SeedError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| SeedError::Write { path: path.display().to_string(), source };
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
-    file.write_all(bytes).map_err(err)
+    crate::build::create_private_file(path).map_err(err)?.write_all(bytes).map_err(err)
 }
 
 #[cfg(test)]

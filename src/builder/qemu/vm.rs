@@ -88,9 +88,10 @@ impl Vm {
         let _ = std::fs::remove_file(&qmp_path);
         let args = qemu_args(cfg, port, &qmp_path, &console_path)?;
         tracing::debug!("{} {}", cfg.qemu_binary, args.join(" "));
-        let stderr_file = std::fs::File::create(&stderr_path).map_err(VmError::Port)?;
+        let stderr_file = crate::build::create_private_file(&stderr_path).map_err(VmError::Port)?;
         let mut cmd = Command::new(&cfg.qemu_binary);
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr_file);
+        crate::process::owner_only_files(&mut cmd);
         let lifetime = if cfg.keepable { Lifetime::Keepable } else { Lifetime::DiesWithParent };
         let child = GroupChild::spawn_with(cmd, lifetime)?;
         let keep = child.keep_flag();
@@ -249,7 +250,8 @@ fn uefi_files(cfg: &VmConfig) -> Result<(String, PathBuf), VmError> {
     let vars_src = find(&OVMF_VARS).ok_or_else(|| VmError::NoFirmware(OVMF_VARS.join(", ")))?;
     let vars = cfg.dir.join(format!("{}-efivars.fd", cfg.tag));
     if !vars.exists() {
-        std::fs::copy(&vars_src, &vars).map_err(VmError::Port)?;
+        let mut to = crate::build::create_private_file(&vars).map_err(VmError::Port)?;
+        std::io::copy(&mut std::fs::File::open(&vars_src).map_err(VmError::Port)?, &mut to).map_err(VmError::Port)?;
     }
     Ok((code, vars))
 }
