@@ -308,7 +308,11 @@ impl<'a> Parser<'a> {
         let code = if (0xD800..0xDC00).contains(&high) && self.bytes[self.pos..].starts_with(b"\\u") {
             self.pos += 2;
             let low = self.hex4(start)?;
-            0x10000 + ((high - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF)
+            if !(0xDC00..0xE000).contains(&low) {
+                let message = "invalid unicode escape: a high surrogate must be followed by a low one (`\\uDC00`-`\\uDFFF`)";
+                return Err(self.error_at(Span::new(start, self.pos), message));
+            }
+            0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
         } else {
             high
         };
@@ -420,5 +424,13 @@ mod tests {
     fn decodes_unicode_escapes() {
         let node = parse("\"\\u00e9\\ud83d\\ude00\"").unwrap();
         assert_eq!(node.as_str(), Some("é😀"));
+    }
+
+    #[test]
+    fn rejects_a_high_surrogate_without_its_low_half() {
+        // Found by tests/fuzz.rs: decoded to an arbitrary character where serde_json refuses it.
+        let err = parse("[\"\\ud800\\u0041\"]").unwrap_err();
+        assert!(err.message.contains("low one"), "{}", err.message);
+        assert_eq!(err.span, Span::new(2, 14));
     }
 }
