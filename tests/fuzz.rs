@@ -43,7 +43,7 @@ use rand::{Rng, SeedableRng};
 // ------------------------------------------------------------------ driver
 
 /// Inputs per target in the short run (`cargo test`).
-const SHORT_RUN_ITERATIONS: u64 = 3_000;
+const SHORT_RUN_ITERATIONS: u64 = 5_000;
 /// The seed of the short run; the long run picks a fresh one unless given.
 const DEFAULT_SEED: u64 = 0x1a6b_u64;
 /// Inputs longer than this are cut: big enough for quadratic blow-ups to show.
@@ -201,7 +201,8 @@ fn save_finding(target: &str, kind: &str, input: &[u8]) -> PathBuf {
 fn literal(input: &[u8]) -> String {
     const SHOWN: usize = 4_000;
     let shown = &input[..input.len().min(SHOWN)];
-    let more = if input.len() > SHOWN { format!(" /* … {} more bytes */", input.len() - SHOWN) } else { String::new() };
+    let more =
+        if input.len() > SHOWN { format!(" /* … {} more bytes */", input.len() - SHOWN) } else { String::new() };
     format!("b\"{}\"{more}", shown.escape_ascii())
 }
 
@@ -318,7 +319,13 @@ fn fuzz_target(target: Target<'_>) -> Summary {
             .map(|f| {
                 let input = if f.signature == "slow" { f.input } else { minimise(target.check, &f.signature, f.input) };
                 let file = save_finding(target.name, "finding", &input);
-                format!("{}\n  input ({} bytes, saved to {}): {}", f.message, input.len(), file.display(), literal(&input))
+                format!(
+                    "{}\n  input ({} bytes, saved to {}): {}",
+                    f.message,
+                    input.len(),
+                    file.display(),
+                    literal(&input)
+                )
             })
             .collect();
         panic!("fuzz {}: {} finding(s):\n{}", target.name, report.len(), report.join("\n"));
@@ -522,7 +529,9 @@ fn mutate_once(rng: &mut StdRng, input: &mut Vec<u8>, corpus: &[Vec<u8>], dictio
         }
         // A number grown huge.
         11 => {
-            if let Some(i) = (0..input.len()).map(|_| rng.random_range(0..input.len())).find(|&i| input[i].is_ascii_digit()) {
+            if let Some(i) =
+                (0..input.len()).map(|_| rng.random_range(0..input.len())).find(|&i| input[i].is_ascii_digit())
+            {
                 let digits = rng.random_range(10..=400);
                 input.splice(i..i, std::iter::repeat_n(b'9', digits));
             }
@@ -879,7 +888,11 @@ fn check_checksums(input: &[u8]) -> String {
     match text.parse::<Checksum>() {
         Ok(c) => {
             let printed = c.to_string();
-            assert_eq!(printed.parse::<Checksum>().ok(), Some(c), "checksum prints as `{printed}`, reads back differently");
+            assert_eq!(
+                printed.parse::<Checksum>().ok(),
+                Some(c),
+                "checksum prints as `{printed}`, reads back differently"
+            );
             outcome.push_str("checksum ok");
         }
         Err(e) => outcome.push_str(&e.reason),
@@ -1147,8 +1160,22 @@ fn fuzz_boot_command_keys() {
         name: "keys",
         seeds,
         dictionary: bytes_of(&[
-            "<", ">", "<wait", "<wait>", "<wait10s>", "<wait99999999999999999999>", "<wait1h30m>", "<f0>", "<f13>",
-            "<f18446744073709551617>", "<enter>", "<leftCtrlOn>", "<leftctrloff>", "<rightSuperOn>", "On>", "Off>",
+            "<",
+            ">",
+            "<wait",
+            "<wait>",
+            "<wait10s>",
+            "<wait99999999999999999999>",
+            "<wait1h30m>",
+            "<f0>",
+            "<f13>",
+            "<f18446744073709551617>",
+            "<enter>",
+            "<leftCtrlOn>",
+            "<leftctrloff>",
+            "<rightSuperOn>",
+            "On>",
+            "Off>",
         ]),
         share: 1.0,
         check: &check_keys,
@@ -1173,8 +1200,24 @@ fn fuzz_interpolation() {
         name: "interp",
         seeds,
         dictionary: bytes_of(&[
-            "{{", "}}", "{{ ", " }}", "var.", "env.", "build.", "http.", "user", "pw", "url", "ip", "port", "\"", "'",
-            ".", "template_dir", "ssh_public_key",
+            "{{",
+            "}}",
+            "{{ ",
+            " }}",
+            "var.",
+            "env.",
+            "build.",
+            "http.",
+            "user",
+            "pw",
+            "url",
+            "ip",
+            "port",
+            "\"",
+            "'",
+            ".",
+            "template_dir",
+            "ssh_public_key",
         ]),
         share: 1.0,
         check: &check_interp,
@@ -1225,9 +1268,30 @@ fn fuzz_store_format() {
         name: "store-format",
         seeds,
         dictionary: bytes_of(&[
-            "\"artifacts\"", "\"digests\"", "\"file\"", "\"name\"", "\"sha256\"", "\"sha512\"", "\"md5\"", "sha256:",
-            "\"images\"", "\"versions\"", "\"schema_version\"", "\"updated_at\"", "\"latest\"", "\"stable\"", "1.0.0",
-            "2025.01.02.3", "-rc.1", "+b.7", ".", "..", "/", "\\", "-", "0",
+            "\"artifacts\"",
+            "\"digests\"",
+            "\"file\"",
+            "\"name\"",
+            "\"sha256\"",
+            "\"sha512\"",
+            "\"md5\"",
+            "sha256:",
+            "\"images\"",
+            "\"versions\"",
+            "\"schema_version\"",
+            "\"updated_at\"",
+            "\"latest\"",
+            "\"stable\"",
+            "1.0.0",
+            "2025.01.02.3",
+            "-rc.1",
+            "+b.7",
+            ".",
+            "..",
+            "/",
+            "\\",
+            "-",
+            "0",
         ]),
         share: 1.0,
         check: &check_store_format,

@@ -309,7 +309,8 @@ impl<'a> Parser<'a> {
             self.pos += 2;
             let low = self.hex4(start)?;
             if !(0xDC00..0xE000).contains(&low) {
-                let message = "invalid unicode escape: a high surrogate must be followed by a low one (`\\uDC00`-`\\uDFFF`)";
+                let message =
+                    "invalid unicode escape: a high surrogate must be followed by a low one (`\\uDC00`-`\\uDFFF`)";
                 return Err(self.error_at(Span::new(start, self.pos), message));
             }
             0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
