@@ -1380,3 +1380,27 @@ fn regressions() {
         }
     }
 }
+
+/// A template that is not UTF-8 is a diagnostic at the first bad byte, in
+/// the library and through `imgbuild validate` (it was `cannot read`, without
+/// a position).
+#[test]
+fn a_template_that_is_not_utf8_gets_a_line_and_column() {
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("t.json");
+    let text = b"{\n  \"name\": \"caf\xe9\"\n}\n";
+    let Err(TemplateError::Invalid(d)) = template::load_bytes(&path, text.to_vec(), &LoadOptions::default()) else {
+        panic!("expected a diagnostic");
+    };
+    assert_eq!(d.0[0].span.start, 16);
+    assert!(d.0[0].location().ends_with("t.json:2:15"), "{}", d.0[0].location());
+    std::fs::write(&path, text).unwrap();
+    let out = common::run({
+        let mut c = common::imgbuild(work.path());
+        c.arg("validate").arg(&path);
+        c
+    });
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid UTF-8 at byte 16"), "{}", out.stderr);
+    assert!(out.stderr.contains("t.json:2:15"), "{}", out.stderr);
+}
