@@ -1375,7 +1375,9 @@ fn validate_exits_2_for_mutated_templates() {
 #[test]
 fn regressions() {
     install_panic_hook();
-    let cases: [(&str, &dyn Fn(&[u8]) -> String, &[u8]); 2] = [
+    let cases: [(&str, &dyn Fn(&[u8]) -> String, &[u8]); 3] = [
+        // A byte order mark between tokens was skipped like a space.
+        ("jsonc", &check_jsonc, b"{\"e\":\"\",\"\":[{\"e\":[\xef\xbb\xbf\"\",\"\"]}]}"),
         // A high surrogate followed by a non-surrogate escape was decoded to an arbitrary character.
         ("jsonc", &check_jsonc, b"{\"\":\"\",\"u\":[{\"\":\"\",\"e\":[\"\\ud800\\u0041\"]},{\"t\":\"\",\"\":\"\"}]}"),
         // A duration of u64::MAX seconds and more printed as milliseconds that do not read back.
