@@ -279,7 +279,7 @@ pub(crate) struct ListEntry {
 
 /// Result of looking a file up in a checksum list.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ListLookup {
+pub enum ListLookup {
     Found(Digest),
     /// Not listed: up to five names the list does contain, and how many it has.
     Missing {
@@ -291,7 +291,7 @@ pub(crate) enum ListLookup {
 /// Finds the digest for `file_name` in a GNU (`HEX  name`, `HEX *name`) or
 /// BSD (`SHA256 (name) = HEX`) checksum list. A list holding one bare digest
 /// (no name) applies to any file.
-pub(crate) fn lookup_in_list(text: &str, file_name: &str) -> ListLookup {
+pub fn lookup_in_list(text: &str, file_name: &str) -> ListLookup {
     let entries: Vec<ListEntry> = text.lines().filter_map(parse_list_line).collect();
     let exact = entries.iter().find(|e| e.name == file_name);
     let suffix = format!("/{file_name}");

@@ -26,7 +26,7 @@ use std::time::Duration;
 use reqwest::{Client, Url};
 use tokio_util::sync::CancellationToken;
 
-pub use checksum::{Checksum, ChecksumParseError, Digest, DigestAlgo};
+pub use checksum::{Checksum, ChecksumParseError, Digest, DigestAlgo, ListLookup, lookup_in_list};
 pub use download::RetryPolicy;
 pub use error::{FetchError, TransientError};
 pub use list::CHECKSUM_LIST_LIMIT;
@@ -34,7 +34,6 @@ pub use location::Location;
 pub use progress::{ProgressEvent, ProgressFn};
 
 use cache::Cache;
-use checksum::{ListLookup, lookup_in_list};
 use download::{Download, Partial};
 use local::{LocalSource, fetch_local};
 use progress::Throttle;

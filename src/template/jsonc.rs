@@ -101,6 +101,10 @@ impl fmt::Display for SyntaxError {
 /// Parses JSON with `//` and `/* */` comments and trailing commas.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut parser = Parser { text, bytes: text.as_bytes(), pos: 0, depth: 0 };
+    // A UTF-8 byte order mark is common in files saved by Windows editors; only at the start.
+    if text.starts_with('\u{feff}') {
+        parser.pos = '\u{feff}'.len_utf8();
+    }
     parser.skip_trivia()?;
     let node = parser.value()?;
     parser.skip_trivia()?;
@@ -145,8 +149,6 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
                 Some(b'/') => self.comment()?,
-                // A UTF-8 byte order mark is common in files saved by Windows editors.
-                Some(0xEF) if self.bytes[self.pos..].starts_with(&[0xEF, 0xBB, 0xBF]) => self.pos += 3,
                 _ => return Ok(()),
             }
         }
@@ -308,7 +310,12 @@ impl<'a> Parser<'a> {
         let code = if (0xD800..0xDC00).contains(&high) && self.bytes[self.pos..].starts_with(b"\\u") {
             self.pos += 2;
             let low = self.hex4(start)?;
-            0x10000 + ((high - 0xD800) << 10) + (low.wrapping_sub(0xDC00) & 0x3FF)
+            if !(0xDC00..0xE000).contains(&low) {
+                let message =
+                    "invalid unicode escape: a high surrogate must be followed by a low one (`\\uDC00`-`\\uDFFF`)";
+                return Err(self.error_at(Span::new(start, self.pos), message));
+            }
+            0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
         } else {
             high
         };
@@ -420,5 +427,20 @@ mod tests {
     fn decodes_unicode_escapes() {
         let node = parse("\"\\u00e9\\ud83d\\ude00\"").unwrap();
         assert_eq!(node.as_str(), Some("é😀"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_allowed_only_at_the_start() {
+        assert!(parse("\u{feff}{\"a\": 1}").is_ok());
+        // Found by tests/fuzz.rs: one between tokens was skipped like a space.
+        assert!(parse("{\"a\": [\u{feff}1]}").is_err());
+    }
+
+    #[test]
+    fn rejects_a_high_surrogate_without_its_low_half() {
+        // Found by tests/fuzz.rs: decoded to an arbitrary character where serde_json refuses it.
+        let err = parse("[\"\\ud800\\u0041\"]").unwrap_err();
+        assert!(err.message.contains("low one"), "{}", err.message);
+        assert_eq!(err.span, Span::new(2, 14));
     }
 }

@@ -66,26 +66,51 @@ const TOP_LEVEL_REQUIRED: [&str; 2] = ["name", "builder"];
 
 pub fn load(path: &Path, options: &LoadOptions) -> Result<Loaded, TemplateError> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let bytes = std::fs::read(&path).map_err(|source| TemplateError::Read { path: path.clone(), source })?;
+    load_bytes(&path, bytes, options)
+}
+
+/// [`load`] for a template whose content is already in memory; `path` names
+/// it in diagnostics and its directory is `template_dir`.
+pub fn load_bytes(path: &Path, bytes: Vec<u8>, options: &LoadOptions) -> Result<Loaded, TemplateError> {
+    let path = path.to_path_buf();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (file, raw) = read_json_file(&path)?;
+    let (file, raw) = parse_json_bytes(&path, bytes)?;
     let (template, variable_values) = decode_template(&raw, &file, &dir, options)?;
     Ok(Loaded { template, path, dir, file, raw, build_id: options.build_id.clone(), variable_values })
 }
 
 /// Reads and parses a JSON-with-comments file; a syntax error becomes a diagnostic.
 pub(crate) fn read_json_file(path: &Path) -> Result<(Arc<SourceFile>, Node), TemplateError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
-    let file = SourceFile::new(path.to_path_buf(), text);
-    let node = jsonc::parse(&file.text).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|source| TemplateError::Read { path: path.to_path_buf(), source })?;
+    parse_json_bytes(path, bytes)
+}
+
+/// Parses a JSON-with-comments document; text that is not UTF-8 or not
+/// valid JSONC becomes a diagnostic at the offending position.
+fn parse_json_bytes(path: &Path, bytes: Vec<u8>) -> Result<(Arc<SourceFile>, Node), TemplateError> {
+    let invalid = |file: &Arc<SourceFile>, span, message| {
         TemplateError::Invalid(Diagnostics(vec![Diagnostic {
             file: file.clone(),
-            span: e.span,
+            span,
             path: String::new(),
-            message: e.message,
+            message,
             help: None,
         }]))
-    })?;
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            // The valid prefix, so that the line and column point at the first bad byte.
+            let at = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let file = SourceFile::new(path.to_path_buf(), text);
+            let message = format!("invalid UTF-8 at byte {at}: a template must be UTF-8 text");
+            return Err(invalid(&file, jsonc::Span::new(at, at + char::REPLACEMENT_CHARACTER.len_utf8()), message));
+        }
+    };
+    let file = SourceFile::new(path.to_path_buf(), text);
+    let node = jsonc::parse(&file.text).map_err(|e| invalid(&file, e.span, e.message))?;
     Ok((file, node))
 }
 

@@ -20,6 +20,9 @@ pub struct DurationError {
     reason: &'static str,
 }
 
+/// The longest duration a template may give.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 impl FromStr for Dur {
     type Err = DurationError;
 
@@ -50,6 +53,10 @@ impl FromStr for Dur {
             };
             total = total.saturating_add(part);
             rest = &rest[unit_len..];
+        }
+        // Deadlines are `now + duration`: an absurd one would overflow `Instant`.
+        if total > MAX_DURATION {
+            return Err(err("it is longer than 365 days"));
         }
         Ok(Dur(total))
     }
@@ -171,6 +178,12 @@ mod tests {
         for bad in ["", "5", "m5", "5 minutes", "5x"] {
             assert!(bad.parse::<Dur>().is_err(), "{bad}");
         }
+        assert_eq!("365d".parse::<Dur>().unwrap().0, MAX_DURATION);
+        // Found by tests/fuzz.rs: it printed as `18446744073709551615999ms`,
+        // which does not read back, and `now + timeout` would overflow.
+        let err = "213503983346001d1d".parse::<Dur>().unwrap_err();
+        assert!(err.to_string().contains("longer than 365 days"), "{err}");
+        assert!("365d1ms".parse::<Dur>().is_err());
     }
 
     #[test]

@@ -146,8 +146,11 @@ pub fn parse(line: &str) -> Result<Vec<Action>, KeyError> {
     let mut actions = Vec::new();
     let mut rest = line;
     while let Some(c) = rest.chars().next() {
+        // A name holds no `<`: looking for its `>` only up to the next `<`
+        // keeps a line full of `<` linear, not quadratic.
         if c == '<'
-            && let Some(end) = rest.find('>')
+            && let Some(end) = rest[1..].find(['<', '>']).map(|i| i + 1)
+            && rest.as_bytes()[end] == b'>'
             && let Some(action) = token(&rest[1..end])
         {
             actions.push(action?);
@@ -201,5 +204,15 @@ mod tests {
         );
         assert_eq!(parse("<wait10s>").unwrap(), [Action::Wait(Duration::from_secs(10))]);
         assert!(matches!(parse("é"), Err(KeyError::Untypable('é'))));
+        assert_eq!(parse("<<enter>").unwrap(), [Action::Press(vec!["shift", "comma"]), Action::Press(vec!["ret"])]);
+    }
+
+    #[test]
+    fn many_open_angle_brackets_take_linear_time() {
+        // Found by tests/fuzz.rs: every `<` searched the rest of the line for a
+        // `>` and lowercased what lay between, so 45 KB took seconds (and
+        // this line would take many minutes).
+        let line = format!("{}>", "<".repeat(200_000));
+        assert_eq!(parse(&line).unwrap().len(), 200_001);
     }
 }
