@@ -114,6 +114,9 @@ fn install_panic_hook() {
 }
 
 /// Runs `check` on one input; `Err` is the panic (or property failure).
+/// A target's checks of one input: a summary of what it did, or a panic.
+type CheckFn = dyn Fn(&[u8]) -> String;
+
 fn run_one(check: &dyn Fn(&[u8]) -> String, input: &[u8]) -> Result<String, String> {
     CAPTURE.with(|c| *c.borrow_mut() = Some(String::new()));
     let result = catch_unwind(AssertUnwindSafe(|| check(input)));
@@ -1375,13 +1378,16 @@ fn validate_exits_2_for_mutated_templates() {
 #[test]
 fn regressions() {
     install_panic_hook();
-    let cases: [(&str, &dyn Fn(&[u8]) -> String, &[u8]); 3] = [
+    let long_line = [b"{\"name\": \"".as_slice(), &[b'y'; 70_000], b"\", \"version\": x}"].concat();
+    let cases: [(&str, &CheckFn, &[u8]); 4] = [
         // A byte order mark between tokens was skipped like a space.
         ("jsonc", &check_jsonc, b"{\"e\":\"\",\"\":[{\"e\":[\xef\xbb\xbf\"\",\"\"]}]}"),
         // A high surrogate followed by a non-surrogate escape was decoded to an arbitrary character.
         ("jsonc", &check_jsonc, b"{\"\":\"\",\"u\":[{\"\":\"\",\"e\":[\"\\ud800\\u0041\"]},{\"t\":\"\",\"\":\"\"}]}"),
         // A duration of u64::MAX seconds and more printed as milliseconds that do not read back.
         ("units", &check_units, b"213503983346001d1d"),
+        // An error past column 65,535 overflowed the caret's padding: a panic in `validate`.
+        ("template", &check_template, &long_line),
     ];
     for (target, check, input) in cases {
         if let Err(message) = run_one(check, input) {

@@ -65,6 +65,10 @@ pub fn display_path(path: &Path) -> String {
         .to_string()
 }
 
+/// How much of a long source line a diagnostic shows around its column.
+const SHOWN_BEFORE_COLUMN: usize = 60;
+const SHOWN_AFTER_COLUMN: usize = 100;
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, col) = self.file.line_col(self.span.start);
@@ -78,9 +82,14 @@ impl fmt::Display for Diagnostic {
         let gutter = line.to_string().len();
         let (end_line, end_col) = self.file.line_col(self.span.end.max(self.span.start + 1) - 1);
         let width = if end_line == line { (end_col + 1).saturating_sub(col).max(1) } else { 1 };
+        // A long line shows as a window around the column: nobody reads a
+        // minified 100 KB line, and the caret's padding stays small.
+        let skip = (col - 1).saturating_sub(SHOWN_BEFORE_COLUMN);
+        let shown: String = text.chars().skip(skip).take(SHOWN_BEFORE_COLUMN + SHOWN_AFTER_COLUMN).collect();
+        let (ellipsis, pad) = if skip > 0 { ("…", col - skip) } else { ("", col - 1) };
         writeln!(f, "{:gutter$} |", "")?;
-        writeln!(f, "{line} | {text}")?;
-        write!(f, "{:gutter$} | {:pad$}{}", "", "", "^".repeat(width.min(80)), pad = col - 1)?;
+        writeln!(f, "{line} | {ellipsis}{shown}")?;
+        write!(f, "{:gutter$} | {}{}", "", " ".repeat(pad), "^".repeat(width.min(80)))?;
         if let Some(help) = &self.help {
             write!(f, "\n{:gutter$} = help: {help}", "")?;
         }
@@ -127,6 +136,28 @@ mod tests {
         assert_eq!(f.line_col(0), (1, 1));
         let pos = f.text.find('1').unwrap();
         assert_eq!(f.line_col(pos), (2, 8));
+    }
+
+    /// Found by the fuzzer: a column past 65,535 made the caret's padding
+    /// overflow the formatter's width limit (a panic in `validate`).
+    #[test]
+    fn a_long_line_shows_a_window_around_the_column() {
+        let text = format!("{{\"a\": \"{}\", \"b\": x}}", "y".repeat(70_000));
+        let start = text.find('x').unwrap();
+        let file = SourceFile::new("t.json".into(), text);
+        let d = Diagnostic {
+            file,
+            span: Span { start, end: start + 1 },
+            path: "b".into(),
+            message: "bad".into(),
+            help: None,
+        };
+        let shown = d.to_string();
+        assert!(shown.contains("t.json:1:70015"), "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        let (source, caret) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+        assert!(source.len() < 300 && source.contains("…yyy") && source.ends_with(", \"b\": x}"), "{source}");
+        assert_eq!(caret.find('^'), source.chars().position(|c| c == 'x'), "{shown}");
     }
 
     #[test]
