@@ -19,7 +19,8 @@ Exit codes:
 Environment:
   IMGBUILD_VAR_<name>  value of template variable <name>
   IMGBUILD_CACHE_DIR   download cache (default: $XDG_CACHE_HOME/imgbuild)
-  IMGBUILD_WORK_DIR    parent of per-build work directories (default: $TMPDIR)
+  IMGBUILD_WORK_DIR    parent of per-build work directories, each private (default: $TMPDIR)
+  IMGBUILD_RUNTIME_DIR lock files of running builds (default: $XDG_RUNTIME_DIR/imgbuild)
   IMGBUILD_STORE       local artifact store (default: the template's `local` publish path, ./artifacts)
   IMGBUILD_LOG         log filter, e.g. `imgbuild=debug`
   NO_COLOR             disable colours (FORCE_COLOR forces them; --color wins over both)";

@@ -148,6 +148,39 @@ fn qemu_killed_mid_provision_names_the_signal_and_the_work_dir_is_private() {
     assert_nothing_left(&env);
 }
 
+/// The same for `verify` on the build VM: its checks race QEMU's end too.
+#[test]
+fn qemu_killed_mid_verify_on_the_build_vm_names_the_signal() {
+    let _vm = vm_lock();
+    let env = Env::new();
+    let template = qemu_template("[]", TIMEOUT).replace(
+        r#""provisioners": []"#,
+        r#""provisioners": [], "verify": [ { "command": "sleep 60" } ], "export": { "verify_on": "build-vm" }"#,
+    );
+    let t = env.write_template("t.json", &template);
+    let mut child = env.spawn(&t, &["--output", "json"]);
+    let mut events = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let started = events
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains(r#""event":"step_started""#) && line.contains("verify (build VM)"));
+    // Read on, so that the build never writes into a closed pipe.
+    let drained = std::thread::spawn(move || events.count());
+    assert!(started, "the verify step never started");
+    let needle = env.path().to_string_lossy().into_owned();
+    let pids = qemu_processes_mentioning(&needle);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    Command::new("kill").arg("-9").arg(pids[0].to_string()).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drained.join().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = error_line(&stderr);
+    assert!(line.contains("verify (build VM)") && line.contains("QEMU exited (signal: 9 (SIGKILL))"), "{line}");
+    assert!(!stderr.contains("timed out"), "reported a timeout instead of QEMU's exit:\n{stderr}");
+    assert_nothing_left(&env);
+}
+
 #[test]
 fn sshd_that_never_answers_times_out_with_the_console_tail() {
     let _vm = vm_lock();

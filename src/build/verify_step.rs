@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::BuildState;
 use crate::builder::qemu;
+use crate::communicator::Raced;
 use crate::runner::{BoxError, Step, StepContext};
 use crate::ui::{self, Event};
 use crate::verify::{self, CheckResult};
@@ -53,7 +54,18 @@ impl Step<BuildState> for Verify {
         let results = match &self.target {
             Target::BuildVm => {
                 let client = BuildState::require(&state.machine.ssh, "the SSH connection")?;
-                run(state, client, state.machine.boot_time).await
+                // A machine that dies mid-check fails the step with its end,
+                // not with checks failing on a lost connection. A failed check
+                // may be the first sign of that end, hence the grace period.
+                let watch = state.machine.watch();
+                let checks = async {
+                    let results = run(state, client, state.machine.boot_time).await;
+                    if results.iter().all(|r| r.passed) { Ok(results) } else { Err(results) }
+                };
+                match crate::communicator::unless_gone(watch.as_deref(), checks, |_| true).await {
+                    Ok(results) | Err(Raced::Failed(results)) => results,
+                    Err(Raced::Gone(gone)) => return Err(Box::new(gone)),
+                }
             }
             Target::Exported => {
                 let image = bootable_artifact(state)?;

@@ -153,7 +153,7 @@ mod tests {
             help: None,
         };
         let shown = d.to_string();
-        assert!(shown.contains("t.json:1:70015"), "{shown}");
+        assert!(shown.contains("t.json:1:70016"), "{shown}");
         let lines: Vec<&str> = shown.lines().collect();
         let (source, caret) = (lines[lines.len() - 2], lines[lines.len() - 1]);
         assert!(source.len() < 300 && source.contains("…yyy") && source.ends_with(", \"b\": x}"), "{source}");
