@@ -10,6 +10,8 @@ packages=(
     qemu-system-x86 ovmf
     # The test fixture (tests/fixtures/build-base-image.sh) is made from Debian packages with these.
     binutils cpio gzip xz-utils fdisk dosfstools mtools syslinux syslinux-common e2fsprogs util-linux
+    # ... and the installer ISO fixture (tests/fixtures/build-installer-iso.sh) with xorriso.
+    xorriso
     # A real sshd for the communicator tests, and the ssh client for --on-error abort checks.
     openssh-server openssh-sftp-server openssh-client
     python3 python3-venv git ca-certificates jq

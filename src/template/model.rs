@@ -381,7 +381,7 @@ pub struct QemuBuilder {
     /// Keys typed over QMP (Packer syntax: `<enter>`, `<wait5>`, `<leftShiftOn>`, literal text).
     #[serde(default)]
     pub boot_command: Vec<String>,
-    /// Pause between two key presses.
+    /// How long each `boot_command` key stays down, and the pause after its release.
     #[schemars(default = "defaults::boot_key_interval")]
     pub boot_key_interval: Dur,
     /// Files the guest can fetch from `{{ http.url }}` during the install.

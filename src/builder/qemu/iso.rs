@@ -65,23 +65,42 @@ impl Step<BuildState> for TypeBootCommand {
     }
 }
 
-/// Sends key presses; held modifiers (`<leftCtrlOn>`) join every press until released.
+/// Types `actions` as explicit key-down and key-up events. A key goes down,
+/// stays down for `interval`, goes up, and the next event follows `interval`
+/// later: no two presses overlap, whatever the guest's speed, so its keyboard
+/// controller never sees rollover (a repeated letter merged into one, Shift
+/// still down for the next character). A character's Shift goes down just
+/// before its key and up just after it. Modifiers held with `<leftCtrlOn>`
+/// stay down until their `Off` (or the end of the line, so no key is left
+/// stuck in the guest).
 pub async fn type_actions(qmp: &mut Qmp, actions: &[Action], interval: Duration) -> Result<(), QemuError> {
     let mut held: Vec<&'static str> = Vec::new();
     for action in actions {
         match action {
             Action::Press(keys) => {
-                let mut combo = held.clone();
-                combo.extend(keys.iter().filter(|k| !held.contains(k)));
-                qmp.send_key(&combo, 50).await?;
+                let mut pressed: Vec<&str> = keys.iter().copied().filter(|k| !held.contains(k)).collect();
+                qmp.key_events(&pressed, true).await?;
+                tokio::time::sleep(interval).await;
+                pressed.reverse();
+                qmp.key_events(&pressed, false).await?;
                 tokio::time::sleep(interval).await;
             }
-            Action::Hold(key) if !held.contains(key) => held.push(key),
-            Action::Hold(_) => {}
-            Action::Release(key) => held.retain(|k| k != key),
+            Action::Hold(key) if !held.contains(key) => {
+                qmp.key_events(&[key], true).await?;
+                held.push(key);
+                tokio::time::sleep(interval).await;
+            }
+            Action::Release(key) if held.contains(key) => {
+                qmp.key_events(&[key], false).await?;
+                held.retain(|k| k != key);
+                tokio::time::sleep(interval).await;
+            }
+            Action::Hold(_) | Action::Release(_) => {}
             Action::Wait(d) => tokio::time::sleep(*d).await,
         }
     }
+    held.reverse();
+    qmp.key_events(&held, false).await?;
     Ok(())
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Literal text is typed as written; `<enter>`, `<f1>`, `<leftCtrlOn>` …
 //! name special keys; `<wait>`, `<wait5>`, `<wait10s>`, `<wait500ms>`,
-//! `<wait1m>` pause. A `<` that starts no known name is typed as `<`.
+//! `<wait1m>` pause. A `<` that starts no known name is typed as `<`;
+//! `<lt>` and `<gt>` always type `<` and `>`, so text that looks like a key
+//! name (`<lt>enter<gt>` types `<enter>`) is never read as one.
 
 use std::time::Duration;
 
@@ -126,12 +128,23 @@ fn wait(name: &str) -> Option<Result<Duration, KeyError>> {
     Some(with_unit.parse::<crate::template::units::Dur>().map(|d| d.0).map_err(|_| KeyError::BadWait(name.to_string())))
 }
 
+/// The press that types a printable character, with Shift if it needs it.
+fn press_char(c: char) -> Result<Action, KeyError> {
+    let (key, shift) = char_key(c).ok_or(KeyError::Untypable(c))?;
+    Ok(Action::Press(if shift { vec!["shift", key] } else { vec![key] }))
+}
+
 /// One `<...>` token: a key, a held/released modifier or a wait.
 fn token(name: &str) -> Option<Result<Action, KeyError>> {
     if let Some(w) = wait(name) {
         return Some(w.map(Action::Wait));
     }
     let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "lt" => return Some(press_char('<')),
+        "gt" => return Some(press_char('>')),
+        _ => {}
+    }
     if let Some(m) = lower.strip_suffix("on").and_then(modifier) {
         return Some(Ok(Action::Hold(m)));
     }
@@ -157,8 +170,7 @@ pub fn parse(line: &str) -> Result<Vec<Action>, KeyError> {
             rest = &rest[end + 1..];
             continue;
         }
-        let (key, shift) = char_key(c).ok_or(KeyError::Untypable(c))?;
-        actions.push(Action::Press(if shift { vec!["shift", key] } else { vec![key] }));
+        actions.push(press_char(c)?);
         rest = &rest[c.len_utf8()..];
     }
     Ok(actions)
@@ -214,5 +226,18 @@ mod tests {
         // this line would take many minutes).
         let line = format!("{}>", "<".repeat(200_000));
         assert_eq!(parse(&line).unwrap().len(), 200_001);
+    }
+
+    #[test]
+    fn lt_and_gt_type_angle_brackets_even_around_key_names() {
+        let lt = Action::Press(vec!["shift", "comma"]);
+        let gt = Action::Press(vec!["shift", "dot"]);
+        let e = Action::Press(vec!["e"]);
+        assert_eq!(parse("<LT><gt>").unwrap(), [lt.clone(), gt.clone()]);
+        // `<enter>` typed as text, not the Enter key.
+        let typed = parse("<lt>enter<gt>").unwrap();
+        assert_eq!(typed.len(), 7);
+        assert_eq!((&typed[0], &typed[1], &typed[6]), (&lt, &e, &gt));
+        assert!(!typed.contains(&Action::Press(vec!["ret"])));
     }
 }

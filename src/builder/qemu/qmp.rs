@@ -82,9 +82,24 @@ impl Qmp {
         self.execute("system_powerdown", None).await.map(|_| ())
     }
 
-    /// Presses keys (QKeyCode names) together, e.g. `["shift", "a"]`.
-    pub async fn send_key(&mut self, keys: &[&str], hold_ms: u32) -> Result<(), QmpError> {
-        let keys: Vec<Value> = keys.iter().map(|k| json!({ "type": "qcode", "data": k })).collect();
-        self.execute("send-key", Some(json!({ "keys": keys, "hold-time": hold_ms }))).await.map(|_| ())
+    /// Presses (`down`) or releases keys (QKeyCode names), in the given order,
+    /// as one batch of `input-send-event` key events. Unlike `send-key`, which
+    /// queues the releases behind a hold-time timer in QEMU's bounded input
+    /// queue (events past its limit are dropped), these reach the keyboard
+    /// device at once, so the caller decides when each key goes up.
+    pub async fn key_events(&mut self, keys: &[&str], down: bool) -> Result<(), QmpError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let events: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({ "type": "key", "data": { "down": down, "key": { "type": "qcode", "data": k } } }))
+            .collect();
+        self.execute("input-send-event", Some(json!({ "events": events }))).await.map(|_| ())
+    }
+
+    /// Sets a property of a QOM object, e.g. a device's `bootindex`.
+    pub async fn qom_set(&mut self, path: &str, property: &str, value: Value) -> Result<(), QmpError> {
+        self.execute("qom-set", Some(json!({ "path": path, "property": property, "value": value }))).await.map(|_| ())
     }
 }

@@ -10,6 +10,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::accel::Accel;
+use super::qmp::Qmp;
 use crate::process::{GroupChild, Lifetime};
 use crate::template::{DiskInterface, Firmware};
 
@@ -27,6 +28,8 @@ pub enum VmError {
     NoFirmware(String),
     #[error("cannot reserve a local port")]
     Port(#[source] std::io::Error),
+    #[error("cannot move the installer CD-ROM behind the disk in the boot order")]
+    BootOnce(#[source] super::qmp::QmpError),
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +67,11 @@ pub struct Vm {
 }
 
 const START_ATTEMPTS: usize = 5;
+/// The installer CD-ROM's device id (its QOM path is /machine/peripheral/ID).
+const CDROM_ID: &str = "cdrom0";
+/// The CD-ROM's `bootindex` after the first boot: behind the disk (1), still a
+/// fallback when the disk cannot boot.
+const CDROM_LATER_BOOTINDEX: i64 = 2;
 const QMP_WAIT: Duration = Duration::from_secs(20);
 
 impl Vm {
@@ -101,6 +109,9 @@ impl Vm {
         let vm =
             Vm { ssh_port: port, qmp_path, console_path, pid, pgid: pid.map(|p| p as i32), keep, exit, _task: task };
         vm.wait_started(&stderr_path).await?;
+        if cfg.cdrom.is_some() {
+            vm.boot_cdrom_once().await?;
+        }
         Ok(vm)
     }
 
@@ -121,6 +132,27 @@ impl Vm {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// The CD-ROM starts first in the boot order (`bootindex=0`) so the
+    /// installer boots whatever the disk holds. Moving it behind the disk now
+    /// makes every later boot -- the installer's reboot into the installed
+    /// system -- start from the disk, like Packer's `-boot once=d`.
+    ///
+    /// Why this way: QEMU writes the boot order the firmware reads (the
+    /// fw_cfg file `bootorder`, made from the devices' `bootindex`) at each
+    /// system reset, and QMP commands only run once the start-up reset is
+    /// done, so the first boot still sees the CD first. SeaBIOS and OVMF both
+    /// read `bootorder` afresh on every boot, so this works for BIOS and UEFI
+    /// alike. `-boot once=d` does not: it only changes the legacy CMOS order,
+    /// which SeaBIOS ranks below any device with a `bootindex`, and OVMF
+    /// ignores. Nor does relying on a blank disk to fall through to the CD,
+    /// which breaks as soon as the disk holds a boot sector.
+    async fn boot_cdrom_once(&self) -> Result<(), VmError> {
+        let mut qmp = Qmp::connect(&self.qmp_path).await.map_err(VmError::BootOnce)?;
+        qmp.qom_set(&format!("/machine/peripheral/{CDROM_ID}"), "bootindex", CDROM_LATER_BOOTINDEX.into())
+            .await
+            .map_err(VmError::BootOnce)
     }
 
     /// `Some(description)` once QEMU has exited.
@@ -232,7 +264,7 @@ fn qemu_args(cfg: &VmConfig, port: u16, qmp: &Path, console: &Path) -> Result<Ve
     }
     if let Some(iso) = &cfg.cdrom {
         push(&["-drive", &format!("file={},media=cdrom,readonly=on,if=none,id=cd0", iso.display())]);
-        push(&["-device", "ide-cd,drive=cd0,bootindex=0"]);
+        push(&["-device", &format!("ide-cd,drive=cd0,id={CDROM_ID},bootindex=0")]);
     }
     if cfg.firmware == Firmware::Uefi {
         let (code, vars) = uefi_files(cfg)?;
