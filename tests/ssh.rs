@@ -12,8 +12,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use imgbuild::communicator::{
-    CollectSink, KeyPair, NullSink, OutputStream, SshAuth, SshClient, SshError, SshTarget, UploadSource, WaitError,
-    probe_banner, wait_for_ssh,
+    CollectSink, KeyPair, NullSink, OutputSink, OutputStream, SshAuth, SshClient, SshError, SshTarget, UploadSource,
+    WaitError, probe_banner, wait_for_ssh,
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -493,6 +493,19 @@ async fn cutting_proxy(target: u16, cut: CancellationToken) -> u16 {
     port
 }
 
+/// Collects lines and cuts the connection once the command has printed.
+struct CutOnOutput {
+    collected: CollectSink,
+    cut: CancellationToken,
+}
+
+impl OutputSink for CutOnOutput {
+    fn line(&mut self, stream: OutputStream, line: &str) {
+        self.collected.line(stream, line);
+        self.cut.cancel();
+    }
+}
+
 #[tokio::test]
 async fn connection_cut_mid_exec_is_disconnected() {
     let sshd = Sshd::start(Opts { sftp: true });
@@ -500,17 +513,11 @@ async fn connection_cut_mid_exec_is_disconnected() {
     let mut target = sshd.root_target();
     target.port = cutting_proxy(sshd.port, cut.clone()).await;
     let client = SshClient::connect(&target, Duration::from_secs(10)).await.expect("connect through proxy");
-    let mut sink = CollectSink::default();
-    let exec = client.exec("echo started; sleep 10", &[], None, &mut sink, Some(Duration::from_secs(20)));
-    let cutter = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        cut.cancel();
-    };
-    let started = Instant::now();
-    let (res, ()) = tokio::join!(exec, cutter);
+    // Cut once the command runs (it printed), not after a guessed delay.
+    let mut sink = CutOnOutput { collected: CollectSink::default(), cut };
+    let res = client.exec("echo started; sleep 10", &[], None, &mut sink, Some(Duration::from_secs(20))).await;
     assert!(matches!(res, Err(SshError::Disconnected)), "{res:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(sink.text(OutputStream::Stdout), "started");
+    assert_eq!(sink.collected.text(OutputStream::Stdout), "started");
     assert!(client.is_closed());
 }
 
@@ -813,6 +820,39 @@ async fn wait_for_ssh_succeeds_when_server_starts_late() {
     assert!(attempts >= 1, "the server was not up at first");
     let (status, _) = run(&client, "true").await;
     assert_eq!(status, Some(0));
+}
+
+/// A guest so loaded that its sshd answers every connection later than the
+/// first probe's timeout (2 s): later probes wait longer, so the wait gets
+/// through instead of giving up a moment too early every time.
+#[tokio::test]
+async fn wait_for_ssh_gets_through_to_a_server_slower_than_the_first_probe() {
+    let sshd = Sshd::start(Opts { sftp: true });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let upstream = sshd.port;
+    let slow = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let target = SshTarget { port, ..sshd.root_target() };
+    let cancel = CancellationToken::new();
+    let mut timeouts = 0u32;
+    let client = wait_for_ssh(&target, Duration::from_secs(60), &cancel, |e| {
+        timeouts += u32::from(matches!(e, SshError::Timeout { .. }));
+    })
+    .await
+    .unwrap_or_else(|e| panic!("never got through: {e}\n{}", sshd.log()));
+    assert!(timeouts >= 1, "the first probe gave up before the banner");
+    let (status, _) = run(&client, "true").await;
+    assert_eq!(status, Some(0));
+    slow.abort();
 }
 
 #[tokio::test]

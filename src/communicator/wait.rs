@@ -51,7 +51,11 @@ async fn read_banner(host: &str, port: u16, addr: &str) -> Result<(), SshError> 
 }
 
 /// Retries [`probe_banner`] (2 s) then [`SshClient::connect`] (10 s) until one
-/// connection succeeds, `overall` passes, or `cancel` fires.
+/// connection succeeds, `overall` passes, or `cancel` fires. After an attempt
+/// that timed out, the next one allows twice as long (up to 30 s and 60 s):
+/// a guest on busy cores under TCG can be slower than the first timeout to
+/// send its banner or finish the key exchange every single time, and
+/// probes that always give up a moment too early never get through.
 ///
 /// Every failed attempt — including an authentication rejection, since a
 /// guest may apply its keys late — is passed to `on_attempt` and retried after
@@ -66,15 +70,19 @@ pub async fn wait_for_ssh(
     let mut backoff = BACKOFF_START;
     let mut attempts = 0u32;
     let mut last_error: Option<SshError> = None;
+    let mut patience = Patience::default();
     loop {
         attempts += 1;
         let err = tokio::select! {
             _ = cancel.cancelled() => return Err(WaitError::Cancelled),
-            res = attempt(target, deadline) => match res {
+            res = attempt(target, deadline, patience) => match res {
                 Ok(client) => return Ok(client),
                 Err(e) => e,
             },
         };
+        if matches!(err, SshError::Timeout { .. }) {
+            patience = patience.doubled();
+        }
         on_attempt(&err);
         tracing::debug!(addr = %target.addr(), attempt = attempts, error = %err, "SSH not ready");
         keep_informative(&mut last_error, err, deadline);
@@ -90,11 +98,36 @@ pub async fn wait_for_ssh(
     }
 }
 
+/// How long one attempt's banner probe and connect may take.
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    probe: Duration,
+    connect: Duration,
+}
+
+const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+
+impl Default for Patience {
+    fn default() -> Self {
+        Patience { probe: PROBE_TIMEOUT, connect: CONNECT_TIMEOUT }
+    }
+}
+
+impl Patience {
+    fn doubled(self) -> Self {
+        Patience {
+            probe: (self.probe * 2).min(PROBE_TIMEOUT_MAX),
+            connect: (self.connect * 2).min(CONNECT_TIMEOUT_MAX),
+        }
+    }
+}
+
 /// One probe + connect, each bounded by its own timeout and by `deadline`.
-async fn attempt(target: &SshTarget, deadline: Instant) -> Result<SshClient, SshError> {
+async fn attempt(target: &SshTarget, deadline: Instant, patience: Patience) -> Result<SshClient, SshError> {
     let left = || deadline.saturating_duration_since(Instant::now());
-    probe_banner(&target.host, target.port, PROBE_TIMEOUT.min(left())).await?;
-    SshClient::connect(target, CONNECT_TIMEOUT.min(left())).await
+    probe_banner(&target.host, target.port, patience.probe.min(left())).await?;
+    SshClient::connect(target, patience.connect.min(left())).await
 }
 
 /// Keeps `err` as the last error, unless it is only the overall deadline
