@@ -1379,7 +1379,9 @@ fn validate_exits_2_for_mutated_templates() {
 fn regressions() {
     install_panic_hook();
     let long_line = [b"{\"name\": \"".as_slice(), &[b'y'; 70_000], b"\", \"version\": x}"].concat();
-    let cases: [(&str, &CheckFn, &[u8]); 4] = [
+    let cases: [(&str, &CheckFn, &[u8]); 5] = [
+        // A 159-digit integer read as a neighbouring float, so printed JSON read back differently.
+        ("jsonc", &check_jsonc, b"[999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999991]"),
         // A byte order mark between tokens was skipped like a space.
         ("jsonc", &check_jsonc, b"{\"e\":\"\",\"\":[{\"e\":[\xef\xbb\xbf\"\",\"\"]}]}"),
         // A high surrogate followed by a non-surrogate escape was decoded to an arbitrary character.
