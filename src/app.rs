@@ -223,7 +223,7 @@ async fn build(args: BuildArgs) -> ExitCode {
     settings.junit = args.junit.clone();
     settings.keep_on_error = on_error == OnError::Abort;
     let mut state = BuildState::new(loaded.clone(), settings, version);
-    state.machine.key = build_key().ok();
+    state.ssh_key = build_key().ok();
     state.input_digest = Some(digest);
     let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
     if let Some(path) = &args.metrics_file {
@@ -333,11 +333,13 @@ async fn test(args: crate::cli::TestArgs) -> ExitCode {
         return ExitCode::Usage;
     }
     ui::info(format!("testing {}", image.display()));
-    let steps: Vec<Box<dyn crate::runner::Step<BuildState>>> = vec![
-        Box::new(build::WorkDir),
-        Box::new(crate::builder::qemu::Preflight),
-        Box::new(build::verify_step::Verify { target: build::verify_step::Target::Published(image) }),
-    ];
+    let steps = match build::test_plan(&loaded, image) {
+        Ok(steps) => steps,
+        Err(e) => {
+            report_error(&chain(&e));
+            return ExitCode::Usage;
+        }
+    };
     let mut settings = BuildSettings::new(store_dir);
     settings.junit = args.junit.clone();
     let cancel = CancellationToken::new();

@@ -16,7 +16,7 @@ use imgbuild::communicator::{KeyPair, SshAuth, SshClient, SshTarget};
 use imgbuild::template::units::Dur;
 use imgbuild::template::{Check, CheckKind, FileMode};
 use imgbuild::verify::{
-    CheckResult, CommandOutput, GuestExec, VerifyError, junit_xml, render_table, run_checks, summary,
+    CheckResult, CommandOutput, Guest, GuestExec, VerifyError, junit_xml, render_table, run_checks, summary,
 };
 use sha2::{Digest, Sha256};
 
@@ -391,11 +391,11 @@ async fn checks_run_over_real_ssh() {
         "sshd itself, as service ssh",
         CheckKind::Service { service: "ssh".into(), enabled: None, running: Some(true) },
     ));
-    let results = run_checks(&client, &checks, Some(Duration::from_secs(3))).await;
+    let results = run_checks(&Guest(&client), &checks, Some(Duration::from_secs(3))).await;
     assert_all_pass(&results, &pwned);
 
     // A dropped connection fails every check with the error, without panicking.
-    let guest: &dyn GuestExec = &client;
+    let guest: &dyn GuestExec = &Guest(&client);
     assert!(results.len() > 3);
     let pid = sshd.child.id().to_string();
     let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();

@@ -8,8 +8,11 @@ pub mod verify_step;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::builder::qemu;
+use crate::communicator::{Communicator, KeyPair};
+use crate::machine::{Capture, ImageBooter, Machine, MachineFacts};
 use crate::runner::Step;
 use crate::source::Fetched;
 use crate::template::{Builder, Loaded, ProvisionerKind};
@@ -45,6 +48,10 @@ impl BuildSettings {
 /// Everything steps hand to later steps. Fields are filled in pipeline order;
 /// a step that needs one that is missing reports an internal error instead of
 /// panicking (see [`BuildState::require`]).
+///
+/// The generic steps (provision, verify, export, publish) only read the
+/// builder-neutral fields: `machine`, `communicator`, `facts`, `captured`,
+/// `image_booter`. Each builder keeps its own state in its own field.
 pub struct BuildState {
     pub loaded: Arc<Loaded>,
     pub settings: BuildSettings,
@@ -52,7 +59,28 @@ pub struct BuildState {
     /// Held from the first step on: tells other imgbuild processes this build is alive.
     pub lock: Option<liveness::BuildLock>,
     pub source: Option<Fetched>,
-    pub machine: crate::builder::qemu::MachineState,
+    /// This build's SSH key, which the guest is told to trust. It exists
+    /// before the template is read (`{{ build.ssh_public_key }}`).
+    pub ssh_key: Option<Arc<KeyPair>>,
+    /// The running build machine, once a builder launched one.
+    pub machine: Option<Arc<dyn Machine>>,
+    /// The session with it, once it answered.
+    pub communicator: Option<Box<dyn Communicator>>,
+    /// When the builder started the machine.
+    pub launched_at: Option<Instant>,
+    /// Machine start to communicator ready, on the first boot.
+    pub boot_time: Option<Duration>,
+    /// What the manifest records about the machine.
+    pub facts: MachineFacts,
+    /// What the builder captured: a disk, or images in a cloud.
+    pub captured: Option<Capture>,
+    /// How to boot a throwaway copy of an image (fresh-boot verify).
+    pub image_booter: Option<Arc<dyn ImageBooter>>,
+    /// The `qemu` builder's own state.
+    pub qemu: qemu::QemuState,
+    /// The `ec2` builder's own state.
+    #[cfg(feature = "aws")]
+    pub ec2: Option<crate::builder::ec2::Ec2State>,
     /// The version being built (`auto` already resolved).
     pub version: String,
     pub export: Option<publish::ExportState>,
@@ -61,12 +89,8 @@ pub struct BuildState {
     /// Set once the version is in every publish target. Cleanups that must
     /// undo only what was not published (an AMI marked complete) read it.
     pub published_flag: Arc<std::sync::atomic::AtomicBool>,
-    /// Images a builder captured in a cloud instead of a disk (`ec2`).
-    pub cloud_images: Option<crate::export::manifest::CloudImages>,
     /// Digest over every build input, recorded in the manifest for `--if-changed`.
     pub input_digest: Option<crate::digest::InputDigest>,
-    #[cfg(feature = "aws")]
-    pub ec2: Option<crate::builder::ec2::Ec2State>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,14 +113,21 @@ impl BuildState {
             verify_results: None,
             published: None,
             published_flag: Arc::default(),
-            cloud_images: None,
             input_digest: None,
             loaded,
             settings,
             work_dir: None,
             lock: None,
             source: None,
-            machine: Default::default(),
+            ssh_key: None,
+            machine: None,
+            communicator: None,
+            launched_at: None,
+            boot_time: None,
+            facts: MachineFacts::default(),
+            captured: None,
+            image_booter: None,
+            qemu: Default::default(),
             #[cfg(feature = "aws")]
             ec2: None,
         }
@@ -108,9 +139,16 @@ impl BuildState {
 
     /// `--on-error abort`: leave the VM running when the state is dropped.
     pub fn keep_resources(&self) {
-        if let Some(vm) = &self.machine.vm {
-            vm.keep_running();
+        if let Some(machine) = &self.machine {
+            machine.keep_for_debugging();
         }
+    }
+
+    /// Records the first session with the build machine for later steps.
+    pub fn machine_answered(&mut self, communicator: Box<dyn Communicator>) {
+        self.boot_time = self.launched_at.map(|t| t.elapsed());
+        self.facts.host_key_fingerprint = Some(communicator.peer_identity());
+        self.communicator = Some(communicator);
     }
 
     pub fn build_id(&self) -> &str {
@@ -133,6 +171,23 @@ pub enum PlanError {
     AmiNeedsEc2,
     #[error("this imgbuild was built without AWS support (cargo feature `aws`), which the `ec2` builder needs")]
     NoAwsSupport,
+    #[error("`imgbuild test` boots image files, which the `{0}` builder cannot; it needs the `qemu` builder")]
+    CannotBootImages(&'static str),
+}
+
+/// `imgbuild test`: the steps that boot a published image file and run the
+/// template's checks on it.
+pub fn test_plan(loaded: &Loaded, image: PathBuf) -> Result<Vec<Box<dyn Step<BuildState>>>, PlanError> {
+    let preflight: Box<dyn Step<BuildState>> = match &loaded.template.builder {
+        Builder::Qemu(_) => Box::new(qemu::Preflight),
+        Builder::Ec2(_) => return Err(PlanError::CannotBootImages("ec2")),
+        Builder::Null => return Err(PlanError::CannotBootImages("null")),
+    };
+    Ok(vec![
+        Box::new(WorkDir),
+        preflight,
+        Box::new(verify_step::Verify { target: verify_step::Target::Published(image) }),
+    ])
 }
 
 /// The ordered steps of a build.

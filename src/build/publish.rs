@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::BuildState;
 use crate::export::{self, Artifact, manifest};
+use crate::machine::Capture;
 use crate::runner::{BoxError, Step, StepContext};
 use crate::store::{Day, LocalStore, Staging, StoreError};
 use crate::template::{Loaded, Publish, S3Publish};
@@ -116,10 +117,9 @@ impl Step<BuildState> for Export {
         let staging = store.begin(&name, &state.version)?;
         // A builder that captured images in a cloud has no disk to convert:
         // its version is the manifest that records them.
-        let artifacts = match (&state.machine.disk, &state.cloud_images) {
-            (None, Some(_)) => Vec::new(),
-            (disk, _) => {
-                let disk = BuildState::require(disk, "the disk")?;
+        let artifacts = match BuildState::require(&state.captured, "what the builder captured")? {
+            Capture::CloudImages(_) => Vec::new(),
+            Capture::Disk(disk) => {
                 let export_cfg = &state.loaded.template.export;
                 let base = format!("{name}-{}", state.version);
                 export::export_all(disk, &staging.dir, &base, &export_cfg.formats, &export_cfg.checksums).await?

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::BuildState;
-use crate::builder::qemu;
-use crate::communicator::Raced;
+use crate::communicator::{Communicator, Raced};
 use crate::runner::{BoxError, Step, StepContext};
 use crate::ui::{self, Event};
 use crate::verify::{self, CheckResult};
@@ -53,13 +52,13 @@ impl Step<BuildState> for Verify {
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let results = match &self.target {
             Target::BuildVm => {
-                let client = BuildState::require(&state.machine.ssh, "the SSH connection")?;
+                let client = BuildState::require(&state.communicator, "the SSH connection")?.as_ref();
                 // A machine that dies mid-check fails the step with its end,
                 // not with checks failing on a lost connection. A failed check
                 // may be the first sign of that end, hence the grace period.
-                let watch = state.machine.watch();
+                let watch = state.machine.as_ref().and_then(|m| m.watch());
                 let checks = async {
-                    let results = run(state, client, state.machine.boot_time).await;
+                    let results = run(state, client, state.boot_time).await;
                     if results.iter().all(|r| r.passed) { Ok(results) } else { Err(results) }
                 };
                 match crate::communicator::unless_gone(watch.as_deref(), checks, |_| true).await {
@@ -82,22 +81,18 @@ async fn fresh(
     image: &std::path::Path,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Vec<CheckResult>, BoxError> {
-    let boot = qemu::boot_fresh(state, image, "verify", cancel).await?;
+    let booter = BuildState::require(&state.image_booter, "a builder that boots images")?;
+    let boot = booter.boot(image, "verify", cancel).await?;
     ui::info(format!("verify VM answered SSH after {:.1}s", boot.boot_time.as_secs_f64()));
-    let results = run(state, &boot.client, Some(boot.boot_time)).await;
+    let results = run(state, boot.communicator.as_ref(), Some(boot.boot_time)).await;
     // A throwaway overlay: nothing to keep, so no graceful shutdown is needed.
-    boot.client.close().await;
-    boot.vm.kill();
-    boot.vm.wait_exit(Duration::from_secs(10)).await;
+    boot.communicator.close().await;
+    boot.machine.discard().await;
     Ok(results)
 }
 
-async fn run(
-    state: &BuildState,
-    client: &crate::communicator::SshClient,
-    boot_time: Option<Duration>,
-) -> Vec<CheckResult> {
-    let results = verify::run_checks(client, &state.loaded.template.verify, boot_time).await;
+async fn run(state: &BuildState, client: &dyn Communicator, boot_time: Option<Duration>) -> Vec<CheckResult> {
+    let results = verify::run_checks(&verify::Guest(client), &state.loaded.template.verify, boot_time).await;
     for r in &results {
         ui::emit(Event::CheckFinished {
             check: r.name.clone(),

@@ -9,26 +9,21 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::communicator::{SshClient, SshTarget, WaitError, wait_for_ssh};
+use crate::communicator::{Communicator, SshClient, SshTarget, WaitError, wait_for_ssh};
 use crate::template::SshSettings;
 
-/// How to reach a build machine that QEMU does not run.
-#[derive(Clone)]
-pub struct RemoteSsh {
-    pub target: SshTarget,
-    pub settings: SshSettings,
-}
-
-/// Records the first SSH connection to the build machine for later steps.
-pub fn ssh_ready(state: &mut crate::build::BuildState, client: SshClient, started: std::time::Instant) {
+/// Records the first SSH session with the build machine for later steps.
+pub fn ssh_ready(
+    state: &mut crate::build::BuildState,
+    communicator: Box<dyn Communicator>,
+    started: std::time::Instant,
+) {
     crate::ui::info(format!(
         "SSH ready after {:.1}s (host key {})",
         started.elapsed().as_secs_f64(),
-        client.host_key_fingerprint()
+        communicator.peer_identity()
     ));
-    state.machine.boot_time = state.machine.launched_at.map(|t| t.elapsed());
-    state.machine.host_key = Some(client.host_key_fingerprint().to_string());
-    state.machine.ssh = Some(client);
+    state.machine_answered(communicator);
 }
 
 /// Waits for SSH on `target`, then for `ready_command` (if any) to succeed,

@@ -130,7 +130,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], artifacts: &[Artifact]) -> Manifest {
     let loaded = &state.loaded;
     let resolved = serde_json::to_vec(&loaded.resolved_json()).unwrap_or_default();
-    let m = &state.machine;
+    let facts = &state.facts;
+    let cloud_images = match &state.captured {
+        Some(crate::machine::Capture::CloudImages(images)) => Some(images),
+        _ => None,
+    };
     Manifest {
         schema_version: SCHEMA_VERSION,
         name: loaded.template.name.clone(),
@@ -141,22 +145,22 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
         template: TemplateInfo { path: loaded.path.display().to_string(), sha256: sha256_hex(&resolved) },
         git: git_info(&loaded.dir).await,
         source: state.source.as_ref().map(|s| SourceInfo { url: s.source.clone(), digest: s.digest.to_string() }),
-        source_ami: state.cloud_images.as_ref().map(|c| c.source.clone()),
+        source_ami: cloud_images.map(|c| c.source.clone()),
         builder: BuilderInfo {
             kind: match &loaded.template.builder {
                 crate::template::Builder::Qemu(_) => "qemu".into(),
                 crate::template::Builder::Ec2(_) => "ec2".into(),
                 crate::template::Builder::Null => "null".into(),
             },
-            accelerator: m.accel.map(|a| a.as_str().to_string()),
-            qemu_version: m.qemu_version.clone(),
-            shutdown: m.shutdown.map(|s| format!("{s:?}").to_lowercase()),
-            host_key_fingerprint: m.host_key.clone(),
+            accelerator: facts.accelerator.clone(),
+            qemu_version: facts.qemu_version.clone(),
+            shutdown: facts.shutdown.map(|s| s.as_str().to_string()),
+            host_key_fingerprint: facts.host_key_fingerprint.clone(),
         },
         provisioners: provisioner_info(state).await,
         steps: steps.to_vec(),
         artifacts: artifacts.to_vec(),
-        amis: state.cloud_images.as_ref().map(|c| c.images.clone()),
+        amis: cloud_images.map(|c| c.images.clone()),
         verify: None,
         parent: None,
         input_digest: state.input_digest.as_ref().map(|d| d.digest.clone()),

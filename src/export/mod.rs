@@ -184,7 +184,7 @@ pub async fn export_all(
     formats: &[FormatSpec],
     algos: &[DigestAlgo],
 ) -> Result<Vec<Artifact>, ExportError> {
-    let virtual_size = crate::builder::qemu::virtual_size(disk).await.unwrap_or(0);
+    let virtual_size = crate::diskimage::virtual_size(disk).await.unwrap_or(0);
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
     let algos = &digest_algos(algos);

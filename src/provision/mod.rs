@@ -33,7 +33,7 @@ pub enum ProvisionError {
     #[error(transparent)]
     Ssh(#[from] crate::communicator::SshError),
     #[error(transparent)]
-    Machine(#[from] crate::builder::qemu::QemuError),
+    Machine(#[from] crate::machine::MachineError),
     /// The machine went away under the provisioner (its builder says how).
     #[error(transparent)]
     MachineGone(#[from] crate::communicator::MachineGone),
@@ -71,7 +71,7 @@ pub async fn run(
 ) -> Result<(), ProvisionError> {
     let label = format!("provisioners[{index}]");
     // A machine that dies mid-provision fails the step at once, not at a timeout.
-    let watch = state.machine.watch();
+    let watch = state.machine.as_ref().and_then(|m| m.watch());
     let work = async {
         match &provisioner.kind {
             ProvisionerKind::ShellLocal(local) => local::run(&label, local, state).await,

@@ -4,15 +4,15 @@ use std::time::Duration;
 
 use super::ProvisionError;
 use crate::build::BuildState;
-use crate::communicator::{OutputStream, SshClient, SshError, UploadSource, shell_quote};
+use crate::communicator::{Communicator, OutputStream, SshError, UploadSource, boot_id, shell_quote};
 use crate::template::{Commands, Direction, FileTransfer, Shell};
 use crate::ui;
 
 /// Packer-compatible default: make the script executable, then run it with the variables set.
 pub const DEFAULT_EXECUTE_COMMAND: &str = "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}";
 
-fn client(state: &BuildState) -> Result<&SshClient, ProvisionError> {
-    Ok(BuildState::require(&state.machine.ssh, "the SSH connection")?)
+fn client(state: &BuildState) -> Result<&dyn Communicator, ProvisionError> {
+    Ok(BuildState::require(&state.communicator, "the SSH connection")?.as_ref())
 }
 
 pub async fn run_shell(label: &str, index: usize, step: &Shell, state: &mut BuildState) -> Result<(), ProvisionError> {
@@ -23,7 +23,7 @@ pub async fn run_shell(label: &str, index: usize, step: &Shell, state: &mut Buil
         client(state)?.upload(UploadSource::Bytes(&body), &remote, Some(0o755)).await?;
         let command = render_execute_command(step.execute_command.as_deref(), &remote, &step.env);
         let previous_boot = match step.expect_disconnect {
-            true => crate::builder::qemu::boot_id(client(state)?).await,
+            true => boot_id(client(state)?).await,
             false => None,
         };
         let mut sink = |_: OutputStream, line: &str| ui::output(label, line);
@@ -108,7 +108,7 @@ fn short_id(state: &BuildState) -> String {
     state.build_id().rsplit('-').next().unwrap_or("b").to_string()
 }
 
-async fn remove_quietly(client: &SshClient, remote: &str) {
+async fn remove_quietly(client: &dyn Communicator, remote: &str) {
     let mut sink = crate::communicator::NullSink;
     let command = format!("rm -f {}", shell_quote(remote));
     if let Err(e) = client.exec(&command, &[], None, &mut sink, Some(Duration::from_secs(30))).await {
@@ -119,14 +119,15 @@ async fn remove_quietly(client: &SshClient, remote: &str) {
 /// After an expected disconnect (reboot): wait for the old session to drop,
 /// then for SSH to come back.
 async fn reconnect(label: &str, state: &mut BuildState, previous_boot: Option<&str>) -> Result<(), ProvisionError> {
-    if let Some(old) = state.machine.ssh.take() {
+    if let Some(old) = state.communicator.take() {
         old.close().await;
     }
     ui::output(label, "waiting for the machine to come back after the expected disconnect");
     // Interrupts cancel the whole provisioner future; this wait needs no token of its own.
     let never = tokio_util::sync::CancellationToken::new();
-    let client = crate::builder::qemu::reconnect(state, previous_boot, &never).await?;
-    state.machine.ssh = Some(client);
+    let machine = BuildState::require(&state.machine, "the machine")?.clone();
+    let communicator = crate::machine::reconnect(machine.as_ref(), previous_boot, &never).await?;
+    state.communicator = Some(communicator);
     Ok(())
 }
 

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::communicator::{CollectSink, OutputStream, SshClient, SshError};
+use crate::communicator::{CollectSink, Communicator, OutputStream, SshError};
 use crate::template::{Check, CheckKind};
 
 pub use report::{junit_xml, render_table};
@@ -73,17 +73,20 @@ pub enum VerifyError {
     Guest(String),
 }
 
-/// Runs commands in the guest; [`SshClient`] implements it, unit tests fake it.
+/// Runs commands in the guest; [`Guest`] does it through a communicator, unit tests fake it.
 #[async_trait::async_trait]
 pub trait GuestExec: Send + Sync {
     async fn run(&self, command: &str) -> Result<CommandOutput, VerifyError>;
 }
 
+/// The machine under test, reached through its communicator.
+pub struct Guest<'a>(pub &'a dyn Communicator);
+
 #[async_trait::async_trait]
-impl GuestExec for SshClient {
+impl GuestExec for Guest<'_> {
     async fn run(&self, command: &str) -> Result<CommandOutput, VerifyError> {
         let mut sink = CollectSink::default();
-        let result = self.exec(command, &[], None, &mut sink, Some(COMMAND_TIMEOUT)).await?;
+        let result = self.0.exec(command, &[], None, &mut sink, Some(COMMAND_TIMEOUT)).await?;
         if let Some(signal) = &result.exit_signal {
             tracing::debug!(%signal, "verify command killed by a signal");
         }

@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use imgbuild_aws::ec2::{self as api, Ec2, Ec2Error, ImageInfo, ImageQuery, LaunchRequest, Tags};
 
-use super::{ReadyError, RemoteSsh};
+use super::ReadyError;
 use crate::build::BuildState;
-use crate::communicator::{KeyPair, SshAuth, SshTarget};
+use crate::communicator::{Communicator, KeyPair, SshAuth, SshClient, SshTarget};
+use crate::machine::{Capture, Machine, MachineError, ShutdownMethod};
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::template::{Builder, Ec2Builder, Source, SshInterface};
 use crate::ui;
@@ -226,12 +227,12 @@ impl Step<BuildState> for CreateAccess {
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
         let cfg = config(state)?.clone();
-        let key = match &state.machine.key {
+        let key = match &state.ssh_key {
             Some(k) => k.clone(),
             None => Arc::new(KeyPair::generate().map_err(BuildError::from)?),
         };
         crate::redact::register(&key.private_openssh_pem().map_err(BuildError::from)?);
-        state.machine.key = Some(key.clone());
+        state.ssh_key = Some(key.clone());
         let name = format!("imgbuild-{}", state.build_id());
         let cidrs = match cfg.temporary_sg_cidrs.is_empty() {
             false => cfg.temporary_sg_cidrs.clone(),
@@ -311,7 +312,7 @@ impl Step<BuildState> for Launch {
             .wait_instance(&launched.instance_id, api::InstanceStateName::Running, cfg.instance_wait_timeout.0)
             .await
             .map_err(BuildError::from)?;
-        state.machine.launched_at = Some(std::time::Instant::now());
+        state.launched_at = Some(std::time::Instant::now());
         Ok(())
     }
 }
@@ -326,7 +327,7 @@ impl Step<BuildState> for WaitSsh {
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let cfg = config(state)?.clone();
-        let key = BuildState::require(&state.machine.key, "the SSH key")?.clone();
+        let key = BuildState::require(&state.ssh_key, "the SSH key")?.clone();
         let ec2 = ec2(state)?;
         let instance = BuildState::require(&ec2.instance, "the instance")?.clone();
         let host = match &cfg.ssh.host {
@@ -338,22 +339,75 @@ impl Step<BuildState> for WaitSsh {
             auth.push(SshAuth::Password(password.expose().to_string()));
         }
         let target = SshTarget { host, port: cfg.ssh.port, username: cfg.ssh.username.clone(), auth };
-        let settings = cfg.ssh.common();
         ui::info(format!("waiting for SSH on {}:{} as {}", target.host, target.port, target.username));
+        let machine = Arc::new(Ec2Machine { api: ec2.api.clone(), instance, target, settings: cfg.ssh.common() });
         let started = std::time::Instant::now();
-        let client = match super::wait_until_ready(&target, &settings, &cx.cancel).await {
-            Ok(client) => client,
-            Err(ReadyError::NotReady(status)) => return Err(BuildError::NotReady(status).into()),
-            Err(ReadyError::Wait(source)) => {
-                let console = ec2.api.console_output(&instance).await.map(|c| tail(&c)).unwrap_or_default();
-                let console = if console.is_empty() { "(EC2 has no console output yet)".into() } else { console };
-                return Err(BuildError::SshWait { source: Box::new(source), console }.into());
-            }
-        };
-        super::ssh_ready(state, client, started);
-        state.machine.remote = Some(RemoteSsh { target, settings });
+        let communicator = machine.connect(&cx.cancel).await?;
+        state.machine = Some(machine);
+        super::ssh_ready(state, communicator, started);
         Ok(())
     }
+}
+
+/// An EC2 instance, reached over SSH on its address.
+pub struct Ec2Machine {
+    api: Ec2,
+    instance: String,
+    target: SshTarget,
+    settings: crate::template::SshSettings,
+}
+
+impl Ec2Machine {
+    async fn wait_for_ssh(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<SshClient, BuildError> {
+        match super::wait_until_ready(&self.target, &self.settings, cancel).await {
+            Ok(client) => Ok(client),
+            Err(ReadyError::NotReady(status)) => Err(BuildError::NotReady(status)),
+            Err(ReadyError::Wait(source)) => {
+                let console = self.api.console_output(&self.instance).await.map(|c| tail(&c)).unwrap_or_default();
+                let console = if console.is_empty() { "(EC2 has no console output yet)".into() } else { console };
+                Err(BuildError::SshWait { source: Box::new(source), console })
+            }
+        }
+    }
+
+    async fn stop(&self, communicator: Option<Box<dyn Communicator>>) -> Result<(), BuildError> {
+        if let Some(communicator) = communicator {
+            communicator.close().await;
+        }
+        self.api.stop_instance(&self.instance, STOP_TIMEOUT).await?;
+        ui::info(format!("instance {} stopped", self.instance));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Machine for Ec2Machine {
+    async fn connect(
+        &self,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Box<dyn Communicator>, MachineError> {
+        Ok(Box::new(self.wait_for_ssh(cancel).await.map_err(MachineError::new)?))
+    }
+
+    /// Not watched yet: a terminated instance shows as a lost SSH connection.
+    fn watch(&self) -> Option<Arc<dyn crate::communicator::MachineWatch>> {
+        None
+    }
+
+    async fn shut_down(&self, communicator: Option<Box<dyn Communicator>>) -> Result<ShutdownMethod, MachineError> {
+        self.stop(communicator).await.map_err(MachineError::new)?;
+        Ok(ShutdownMethod::Stopped)
+    }
+
+    /// The build's sweep terminates the instance; stopping it is all that is urgent.
+    async fn discard(&self) {
+        if let Err(e) = self.stop(None).await {
+            tracing::debug!("could not stop instance {}: {e}", self.instance);
+        }
+    }
+
+    /// Nothing to do: `--on-error abort` keeps the sweep from running.
+    fn keep_for_debugging(&self) {}
 }
 
 async fn instance_address(api: &Ec2, instance: &str, interface: SshInterface) -> Result<String, BuildError> {
@@ -380,13 +434,9 @@ impl Step<BuildState> for Stop {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
-        if let Some(client) = state.machine.ssh.take() {
-            client.close().await;
-        }
-        let ec2 = ec2(state)?;
-        let instance = BuildState::require(&ec2.instance, "the instance")?.clone();
-        ec2.api.stop_instance(&instance, STOP_TIMEOUT).await.map_err(BuildError::from)?;
-        ui::info(format!("instance {instance} stopped"));
+        let machine = BuildState::require(&state.machine, "the instance")?.clone();
+        let method = machine.shut_down(state.communicator.take()).await?;
+        state.facts.shutdown = Some(method);
         Ok(())
     }
 }
@@ -529,7 +579,7 @@ impl Step<BuildState> for MarkComplete {
                 creation_date: ec2.source.creation_date.clone(),
             },
         };
-        state.cloud_images = Some(cloud_images);
+        state.captured = Some(Capture::CloudImages(cloud_images));
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use super::keys::{self, Action};
 use super::qmp::Qmp;
 use super::{QemuError, qemu_cfg};
 use crate::build::BuildState;
+use crate::machine::ShutdownMethod;
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::ui;
 
@@ -35,7 +36,7 @@ impl Step<BuildState> for StartHttp {
             stopped.stop();
             Ok(())
         }));
-        state.machine.http = Some(server);
+        state.qemu.http = Some(server);
         Ok(())
     }
 }
@@ -51,8 +52,8 @@ impl Step<BuildState> for TypeBootCommand {
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
         let q = qemu_cfg(state)?;
-        let vm = BuildState::require(&state.machine.vm, "the VM")?;
-        let port = state.machine.http.as_ref().map_or(0, |h| h.port);
+        let vm = BuildState::require(&state.qemu.vm, "the VM")?;
+        let port = state.qemu.http.as_ref().map_or(0, |h| h.port);
         tokio::time::sleep(q.boot_wait.0).await;
         let mut qmp = Qmp::connect(&vm.qmp_path).await.map_err(QemuError::from)?;
         for line in &q.boot_command {
@@ -115,10 +116,10 @@ impl Step<BuildState> for WaitForPowerOff {
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
         let q = qemu_cfg(state)?;
-        let vm = BuildState::require(&state.machine.vm, "the VM")?;
+        let vm = BuildState::require(&state.qemu.vm, "the VM")?;
         if vm.wait_exit(q.shutdown_timeout.0).await {
             ui::info("the guest powered itself off");
-            state.machine.shutdown = Some(super::ShutdownMethod::Guest);
+            super::powered_off(state, ShutdownMethod::Guest)?;
             return Ok(());
         }
         Err(QemuError::Shutdown(format!(

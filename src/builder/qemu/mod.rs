@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::ReadyError;
 use crate::build::BuildState;
-use crate::communicator::{KeyPair, SshAuth, SshClient, SshTarget, WaitError};
+use crate::communicator::{Communicator, KeyPair, MachineWatch, SshAuth, SshClient, SshTarget, WaitError};
+use crate::diskimage;
+use crate::machine::{Capture, FreshBoot, ImageBooter, Machine, MachineError, ShutdownMethod};
 use crate::process::{ProcessError, run_capture};
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::template::{QemuBuilder, Source};
@@ -30,7 +32,6 @@ use crate::ui;
 pub use vm::{Vm, VmConfig};
 
 const CONSOLE_TAIL: usize = 25;
-const QEMU_IMG_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -55,9 +56,6 @@ pub enum QemuError {
         guest_port: u16,
         console: String,
     },
-    /// A machine not run by QEMU (an EC2 instance) did not answer.
-    #[error(transparent)]
-    RemoteSshWait(Box<WaitError>),
     #[error("QEMU exited ({status}) while waiting for SSH\n--- serial console (last lines) ---\n{console}")]
     ExitedEarly { status: String, console: String },
     #[error("`ready_command` did not succeed within the SSH timeout; last exit status: {status}")]
@@ -89,7 +87,7 @@ impl Step<BuildState> for Preflight {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
-        let q = qemu_cfg(state)?;
+        let q = qemu_cfg(state)?.clone();
         for program in [q.qemu_binary.as_str(), "qemu-img"] {
             if crate::process::which(program).is_none() {
                 return Err(QemuError::MissingTool { program: program.into() }.into());
@@ -106,8 +104,17 @@ impl Step<BuildState> for Preflight {
         )
         .await
         .map_err(QemuError::from)?;
-        state.machine.accel = Some(accel);
-        state.machine.qemu_version = version.lines().next().map(str::to_string);
+        state.qemu.accel = Some(accel);
+        state.facts.accelerator = Some(accel.as_str().to_string());
+        state.facts.qemu_version = version.lines().next().map(str::to_string);
+        state.image_booter = Some(Arc::new(QemuBooter {
+            cfg: q.clone(),
+            accel,
+            work_dir: BuildState::require(&state.work_dir, "the work directory")?.clone(),
+            identity: SeedIdentity::of(state),
+            build_key: state.ssh_key.clone(),
+            wants_seed: wants_seed(state, &q),
+        }));
         Ok(())
     }
 }
@@ -132,34 +139,18 @@ impl Step<BuildState> for CreateDisk {
             let size = q.disk_size.map_or(8 << 30, |s| s.bytes());
             cmd.args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg(size.to_string());
         } else {
-            let base_format = image_format(&source.path).await?;
+            let base_format = diskimage::format(&source.path).await?;
             cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"]).arg(&source.path).arg(&disk);
             if let Some(size) = q.disk_size {
-                let base_size = virtual_size(&source.path).await?;
+                let base_size = diskimage::virtual_size(&source.path).await?;
                 cmd.arg(size.bytes().max(base_size).to_string());
             }
         }
         crate::process::owner_only_files(&mut cmd);
-        run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
-        state.machine.disk = Some(disk);
+        run_capture(cmd, diskimage::QEMU_IMG_TIMEOUT).await?;
+        state.qemu.disk = Some(disk);
         Ok(())
     }
-}
-
-async fn qemu_img_info(path: &Path) -> Result<serde_json::Value, ProcessError> {
-    let mut cmd = Command::new("qemu-img");
-    cmd.args(["info", "--output=json", "-U"]).arg(path);
-    let out = run_capture(cmd, Duration::from_secs(60)).await?;
-    Ok(serde_json::from_str(&out).unwrap_or_default())
-}
-
-pub async fn image_format(path: &Path) -> Result<String, ProcessError> {
-    let info = qemu_img_info(path).await?;
-    Ok(info["format"].as_str().unwrap_or("raw").to_string())
-}
-
-pub async fn virtual_size(path: &Path) -> Result<u64, ProcessError> {
-    Ok(qemu_img_info(path).await?["virtual-size"].as_u64().unwrap_or(0))
 }
 
 /// The per-build SSH key and the cloud-init seed that installs it.
@@ -175,7 +166,7 @@ impl Step<BuildState> for CreateSeed {
         let q = qemu_cfg(state)?;
         let work = BuildState::require(&state.work_dir, "the work directory")?.clone();
         // The key may exist already: `{{ build.ssh_public_key }}` needs it when the template is read.
-        let key = match &state.machine.key {
+        let key = match &state.ssh_key {
             Some(k) => k.clone(),
             None => Arc::new(KeyPair::generate().map_err(QemuError::from)?),
         };
@@ -186,11 +177,11 @@ impl Step<BuildState> for CreateSeed {
         seed::write_private(&key_path, private.as_bytes()).map_err(QemuError::from)?;
         if wants_seed(state, q) {
             let seed_path = work.join("seed.img");
-            write_seed(state, q, &key, &seed_path, "build")?;
-            state.machine.seed = Some(seed_path);
+            write_seed(&SeedIdentity::of(state), q, &key, &seed_path, "build")?;
+            state.qemu.seed = Some(seed_path);
         }
-        state.machine.key = Some(key);
-        state.machine.key_path = Some(key_path);
+        state.ssh_key = Some(key);
+        state.qemu.key_path = Some(key_path);
         Ok(())
     }
 }
@@ -200,18 +191,31 @@ fn wants_seed(state: &BuildState, q: &QemuBuilder) -> bool {
     q.cloud_init.enabled && matches!(state.loaded.template.source, Some(Source::CloudImage { .. }))
 }
 
+/// Who a seed introduces the guest as.
+#[derive(Clone)]
+pub struct SeedIdentity {
+    pub build_id: String,
+    pub hostname: String,
+}
+
+impl SeedIdentity {
+    fn of(state: &BuildState) -> Self {
+        SeedIdentity { build_id: state.build_id().to_string(), hostname: state.loaded.template.name.clone() }
+    }
+}
+
 /// Writes a NoCloud seed; `purpose` makes the instance-id unique per boot kind.
 pub fn write_seed(
-    state: &BuildState,
+    identity: &SeedIdentity,
     q: &QemuBuilder,
     key: &KeyPair,
     path: &Path,
     purpose: &str,
 ) -> Result<(), QemuError> {
-    let build_id = state.build_id();
+    let build_id = &identity.build_id;
     let spec = seed::SeedSpec {
         instance_id: &format!("imgbuild-{build_id}-{purpose}"),
-        hostname: &state.loaded.template.name,
+        hostname: &identity.hostname,
         username: &q.ssh.username,
         authorized_key: &key.public_openssh(&format!("imgbuild-{build_id}")),
         password: q.ssh.password.as_ref().map(|p| p.expose()),
@@ -234,27 +238,22 @@ impl Step<BuildState> for Launch {
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let q = qemu_cfg(state)?.clone();
         let cfg = VmConfig {
-            qemu_binary: q.qemu_binary.clone(),
-            accel: *BuildState::require(&state.machine.accel, "the accelerator")?,
-            machine: q.machine.clone(),
-            cpus: q.cpus,
-            memory_mib: q.memory.mib(),
-            disk: BuildState::require(&state.machine.disk, "the disk")?.clone(),
-            disk_interface: q.disk_interface,
-            seed: state.machine.seed.clone(),
+            disk: BuildState::require(&state.qemu.disk, "the disk")?.clone(),
+            seed: state.qemu.seed.clone(),
             cdrom: match &state.loaded.template.source {
                 Some(Source::Iso { .. }) => state.source.as_ref().map(|s| s.path.clone()),
                 _ => None,
             },
-            firmware: q.firmware,
-            extra_args: q.qemu_args.clone(),
-            guest_ssh_port: q.ssh.port,
-            dir: BuildState::require(&state.work_dir, "the work directory")?.clone(),
-            tag: "build".into(),
             keepable: state.settings.keep_on_error,
             vga: !q.boot_command.is_empty(),
+            ..vm_config(
+                &q,
+                *BuildState::require(&state.qemu.accel, "the accelerator")?,
+                BuildState::require(&state.work_dir, "the work directory")?,
+                "build",
+            )
         };
-        state.machine.launched_at = Some(std::time::Instant::now());
+        state.launched_at = Some(std::time::Instant::now());
         let vm = Arc::new(Vm::launch(&cfg).await.map_err(QemuError::from)?);
         ui::info(format!("QEMU started (pid {}, SSH on 127.0.0.1:{})", vm.pid.unwrap_or(0), vm.ssh_port));
         let note = abort_note(state, &vm, &q.ssh.username);
@@ -270,13 +269,36 @@ impl Step<BuildState> for Launch {
             })
             .keep_note(note),
         );
-        state.machine.vm = Some(vm);
+        state.machine = Some(Arc::new(QemuMachine { vm: vm.clone(), cfg: q, key: state.ssh_key.clone() }));
+        state.qemu.vm = Some(vm);
         Ok(())
     }
 }
 
+/// The VM settings every boot of this template shares; a boot fills in its disk and devices.
+fn vm_config(q: &QemuBuilder, accel: accel::Accel, work_dir: &Path, tag: &str) -> VmConfig {
+    VmConfig {
+        qemu_binary: q.qemu_binary.clone(),
+        accel,
+        machine: q.machine.clone(),
+        cpus: q.cpus,
+        memory_mib: q.memory.mib(),
+        disk: PathBuf::new(),
+        disk_interface: q.disk_interface,
+        seed: None,
+        cdrom: None,
+        firmware: q.firmware,
+        extra_args: q.qemu_args.clone(),
+        guest_ssh_port: q.ssh.port,
+        dir: work_dir.to_path_buf(),
+        tag: tag.to_string(),
+        keepable: false,
+        vga: false,
+    }
+}
+
 fn abort_note(state: &BuildState, vm: &Vm, user: &str) -> String {
-    let key = state.machine.key_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let key = state.qemu.key_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     format!(
         "VM still running (pid {}): ssh -i {key} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null {user}@127.0.0.1  (QMP: {}; stop it with `kill {}`)",
         vm.pid.unwrap_or(0),
@@ -298,99 +320,113 @@ pub fn ssh_target(q: &QemuBuilder, vm: &Vm, key: Option<&Arc<KeyPair>>) -> SshTa
     SshTarget { host: "127.0.0.1".into(), port: vm.ssh_port, username: q.ssh.username.clone(), auth }
 }
 
-/// Waits for SSH on the build VM (and `ready_command`), failing at once if QEMU exits.
-pub async fn connect(state: &BuildState, cancel: &CancellationToken) -> Result<SshClient, QemuError> {
-    if let Some(remote) = &state.machine.remote {
-        return super::wait_until_ready(&remote.target, &remote.settings, cancel).await.map_err(|e| match e {
-            ReadyError::Wait(source) => QemuError::RemoteSshWait(Box::new(source)),
-            ReadyError::NotReady(status) => QemuError::NotReady { status },
-        });
-    }
-    let q = qemu_cfg(state)?;
-    let vm = BuildState::require(&state.machine.vm, "the VM")?;
-    connect_to(q, vm, state.machine.key.as_ref(), cancel).await
+/// A guest QEMU runs: reached over SSH through QEMU's port forward.
+pub struct QemuMachine {
+    vm: Arc<Vm>,
+    cfg: QemuBuilder,
+    key: Option<Arc<KeyPair>>,
 }
 
-pub async fn connect_to(
-    q: &QemuBuilder,
-    vm: &Vm,
-    key: Option<&Arc<KeyPair>>,
-    cancel: &CancellationToken,
-) -> Result<SshClient, QemuError> {
-    let target = ssh_target(q, vm, key);
-    let wait = super::wait_until_ready(&target, &q.ssh, cancel);
-    tokio::select! {
-        status = vm.exited() => Err(QemuError::ExitedEarly { status, console: vm.console_tail(CONSOLE_TAIL) }),
-        r = wait => r.map_err(|e| match e {
-            ReadyError::Wait(source) => QemuError::SshWait {
-                source: Box::new(source),
-                guest_port: q.ssh.port,
-                console: vm.console_tail(CONSOLE_TAIL),
-            },
-            ReadyError::NotReady(status) => QemuError::NotReady { status },
-        }),
-    }
-}
-
-/// A throwaway boot of an image (for verify): an overlay on it, a fresh
-/// seed with a new instance-id so first-boot logic runs as a user sees it.
-pub struct FreshBoot {
-    pub vm: Arc<Vm>,
-    pub client: SshClient,
-    /// QEMU start to SSH ready.
-    pub boot_time: Duration,
-}
-
-pub async fn boot_fresh(
-    state: &BuildState,
-    image: &Path,
-    tag: &str,
-    cancel: &CancellationToken,
-) -> Result<FreshBoot, QemuError> {
-    let q = qemu_cfg(state)?;
-    let work = BuildState::require(&state.work_dir, "the work directory")?;
-    let accel = match state.machine.accel {
-        Some(a) => a,
-        None => accel::choose(q.accelerator)?,
-    };
-    let disk = work.join(format!("{tag}-disk.qcow2"));
-    let format = image_format(image).await?;
-    let mut cmd = Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"]).arg(image).arg(&disk);
-    crate::process::owner_only_files(&mut cmd);
-    run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
-    let seed_path = work.join(format!("{tag}-seed.img"));
-    // A cloud image gets a fresh seed and key; an installed image already holds the build key.
-    let (key, seed) = match (wants_seed(state, q), &state.machine.key) {
-        (false, Some(key)) => (key.clone(), None),
-        _ => {
-            let key = Arc::new(KeyPair::generate()?);
-            write_seed(state, q, &key, &seed_path, tag)?;
-            (key, Some(seed_path))
+impl QemuMachine {
+    /// Waits for SSH (and `ready_command`), failing at once if QEMU exits.
+    async fn wait_for_ssh(&self, cancel: &CancellationToken) -> Result<SshClient, QemuError> {
+        let (q, vm) = (&self.cfg, &self.vm);
+        let target = ssh_target(q, vm, self.key.as_ref());
+        let wait = super::wait_until_ready(&target, &q.ssh, cancel);
+        tokio::select! {
+            status = vm.exited() => Err(QemuError::ExitedEarly { status, console: vm.console_tail(CONSOLE_TAIL) }),
+            r = wait => r.map_err(|e| match e {
+                ReadyError::Wait(source) => QemuError::SshWait {
+                    source: Box::new(source),
+                    guest_port: q.ssh.port,
+                    console: vm.console_tail(CONSOLE_TAIL),
+                },
+                ReadyError::NotReady(status) => QemuError::NotReady { status },
+            }),
         }
-    };
-    let cfg = VmConfig {
-        qemu_binary: q.qemu_binary.clone(),
-        accel,
-        machine: q.machine.clone(),
-        cpus: q.cpus,
-        memory_mib: q.memory.mib(),
-        disk,
-        disk_interface: q.disk_interface,
-        seed,
-        cdrom: None,
-        firmware: q.firmware,
-        extra_args: q.qemu_args.clone(),
-        guest_ssh_port: q.ssh.port,
-        dir: work.clone(),
-        tag: tag.to_string(),
-        keepable: false,
-        vga: false,
-    };
-    let started = std::time::Instant::now();
-    let vm = Arc::new(Vm::launch(&cfg).await?);
-    let client = connect_to(q, &vm, Some(&key), cancel).await?;
-    Ok(FreshBoot { vm, client, boot_time: started.elapsed() })
+    }
+}
+
+#[async_trait::async_trait]
+impl Machine for QemuMachine {
+    async fn connect(&self, cancel: &CancellationToken) -> Result<Box<dyn Communicator>, MachineError> {
+        let client = self.wait_for_ssh(cancel).await.map_err(MachineError::new)?;
+        Ok(Box::new(client))
+    }
+
+    fn watch(&self) -> Option<Arc<dyn MachineWatch>> {
+        Some(self.vm.clone())
+    }
+
+    async fn shut_down(&self, communicator: Option<Box<dyn Communicator>>) -> Result<ShutdownMethod, MachineError> {
+        let q = &self.cfg;
+        let method = shut_down(&self.vm, communicator, q.shutdown_command.as_deref(), q.shutdown_timeout.0).await;
+        if method == ShutdownMethod::Killed {
+            return Err(MachineError::new(QemuError::Shutdown(format!(
+                "it ignored `shutdown_command` and ACPI power-down for {}; QEMU was killed, so the disk may be inconsistent",
+                q.shutdown_timeout
+            ))));
+        }
+        Ok(method)
+    }
+
+    async fn discard(&self) {
+        self.vm.kill();
+        self.vm.wait_exit(Duration::from_secs(10)).await;
+    }
+
+    fn keep_for_debugging(&self) {
+        self.vm.keep_running();
+    }
+}
+
+/// Boots throwaway overlays of image files with the template's VM settings.
+pub struct QemuBooter {
+    cfg: QemuBuilder,
+    accel: accel::Accel,
+    work_dir: PathBuf,
+    identity: SeedIdentity,
+    /// The build's key: an installed image already trusts it.
+    build_key: Option<Arc<KeyPair>>,
+    /// A cloud image gets a fresh seed (new instance-id and key), so its
+    /// first-boot logic runs as a user sees it.
+    wants_seed: bool,
+}
+
+#[async_trait::async_trait]
+impl ImageBooter for QemuBooter {
+    async fn boot(&self, image: &Path, tag: &str, cancel: &CancellationToken) -> Result<FreshBoot, MachineError> {
+        self.boot_overlay(image, tag, cancel).await.map_err(MachineError::new)
+    }
+}
+
+impl QemuBooter {
+    async fn boot_overlay(&self, image: &Path, tag: &str, cancel: &CancellationToken) -> Result<FreshBoot, QemuError> {
+        let q = &self.cfg;
+        let disk = self.work_dir.join(format!("{tag}-disk.qcow2"));
+        diskimage::create_overlay(image, &disk).await?;
+        let seed_path = self.work_dir.join(format!("{tag}-seed.img"));
+        let (key, seed) = match (self.wants_seed, &self.build_key) {
+            (false, Some(key)) => (key.clone(), None),
+            _ => {
+                let key = Arc::new(KeyPair::generate()?);
+                write_seed(&self.identity, q, &key, &seed_path, tag)?;
+                (key, Some(seed_path))
+            }
+        };
+        let cfg = VmConfig { disk, seed, ..vm_config(q, self.accel, &self.work_dir, tag) };
+        let started = std::time::Instant::now();
+        let vm = Arc::new(Vm::launch(&cfg).await?);
+        let machine = QemuMachine { vm, cfg: q.clone(), key: Some(key) };
+        let client = match machine.wait_for_ssh(cancel).await {
+            Ok(client) => client,
+            Err(e) => {
+                machine.discard().await;
+                return Err(e);
+            }
+        };
+        Ok(FreshBoot { machine: Arc::new(machine), communicator: Box::new(client), boot_time: started.elapsed() })
+    }
 }
 
 pub struct WaitSsh;
@@ -403,57 +439,22 @@ impl Step<BuildState> for WaitSsh {
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
         let started = std::time::Instant::now();
-        let client = connect(state, &cx.cancel).await?;
-        super::ssh_ready(state, client, started);
+        let machine = BuildState::require(&state.machine, "the VM")?.clone();
+        let communicator = machine.connect(&cx.cancel).await?;
+        super::ssh_ready(state, communicator, started);
         Ok(())
     }
 }
 
-/// Reads the guest's boot id, which changes on every boot.
-pub async fn boot_id(client: &SshClient) -> Option<String> {
-    let mut sink = crate::communicator::CollectSink::default();
-    let r = client
-        .exec("cat /proc/sys/kernel/random/boot_id", &[], None, &mut sink, Some(Duration::from_secs(10)))
-        .await
-        .ok()?;
-    r.success().then(|| sink.text(crate::communicator::OutputStream::Stdout).trim().to_string())
-}
-
-const REBOOT_SETTLE: Duration = Duration::from_secs(60);
-
-/// Connects again after an expected disconnect. If the guest was rebooting,
-/// waits for the new boot (a different boot id), so the next step never talks
-/// to a system that is going down.
-pub async fn reconnect(
-    state: &BuildState,
-    previous_boot: Option<&str>,
-    cancel: &CancellationToken,
-) -> Result<SshClient, QemuError> {
-    let deadline = tokio::time::Instant::now() + REBOOT_SETTLE;
-    loop {
-        let client = connect(state, cancel).await?;
-        let current = boot_id(&client).await;
-        let rebooted = previous_boot.is_none() || current.is_none() || current.as_deref() != previous_boot;
-        if rebooted || tokio::time::Instant::now() > deadline {
-            return Ok(client);
-        }
-        client.close().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// Records the captured disk once the guest is off.
+fn powered_off(state: &mut BuildState, method: ShutdownMethod) -> Result<(), crate::build::MissingState> {
+    state.facts.shutdown = Some(method);
+    state.captured = Some(Capture::Disk(BuildState::require(&state.qemu.disk, "the disk")?.clone()));
+    Ok(())
 }
 
 /// `shutdown_command`, then ACPI power-down, then kill — and says which worked.
 pub struct Shutdown;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShutdownMethod {
-    /// The guest powered itself off (`communicator: none`).
-    Guest,
-    Command,
-    Acpi,
-    Killed,
-}
 
 #[async_trait::async_trait]
 impl Step<BuildState> for Shutdown {
@@ -462,40 +463,31 @@ impl Step<BuildState> for Shutdown {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
-        let q = qemu_cfg(state)?.clone();
-        let vm = BuildState::require(&state.machine.vm, "the VM")?.clone();
-        let client = state.machine.ssh.take();
-        let method = shut_down(&vm, client, q.shutdown_command.as_deref(), q.shutdown_timeout.0).await?;
+        let machine = BuildState::require(&state.machine, "the VM")?.clone();
+        let method = machine.shut_down(state.communicator.take()).await?;
         match method {
-            ShutdownMethod::Killed => {
-                return Err(QemuError::Shutdown(format!(
-                    "it ignored `shutdown_command` and ACPI power-down for {}; QEMU was killed, so the disk may be inconsistent",
-                    q.shutdown_timeout
-                ))
-                .into());
-            }
-            ShutdownMethod::Command | ShutdownMethod::Guest => ui::info("guest powered off (shutdown_command)"),
             ShutdownMethod::Acpi => ui::info("guest powered off (ACPI power-down)"),
+            _ => ui::info("guest powered off (shutdown_command)"),
         }
-        state.machine.shutdown = Some(method);
+        powered_off(state, method)?;
         Ok(())
     }
 }
 
 const ACPI_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn shut_down(
+async fn shut_down(
     vm: &Vm,
-    client: Option<SshClient>,
+    communicator: Option<Box<dyn Communicator>>,
     command: Option<&str>,
     timeout: Duration,
-) -> Result<ShutdownMethod, QemuError> {
-    if let (Some(command), Some(client)) = (command, client) {
+) -> ShutdownMethod {
+    if let (Some(command), Some(communicator)) = (command, communicator) {
         let mut sink = |_: crate::communicator::OutputStream, line: &str| ui::output("shutdown", line);
         // The connection usually drops as the guest goes down; that is success here.
-        let _ = tokio::time::timeout(timeout, client.exec(command, &[], None, &mut sink, Some(timeout))).await;
+        let _ = tokio::time::timeout(timeout, communicator.exec(command, &[], None, &mut sink, Some(timeout))).await;
         if vm.wait_exit(timeout).await {
-            return Ok(ShutdownMethod::Command);
+            return ShutdownMethod::Command;
         }
         ui::warn(format!(
             "guest still running {} after `shutdown_command`; trying ACPI power-down",
@@ -507,16 +499,16 @@ pub async fn shut_down(
         && qmp.system_powerdown().await.is_ok()
         && vm.wait_exit(budget).await
     {
-        return Ok(ShutdownMethod::Acpi);
+        return ShutdownMethod::Acpi;
     }
     vm.kill();
     vm.wait_exit(Duration::from_secs(10)).await;
-    Ok(ShutdownMethod::Killed)
+    ShutdownMethod::Killed
 }
 
 /// QEMU's exit, for SSH operations racing against it.
 #[async_trait::async_trait]
-impl crate::communicator::MachineWatch for Vm {
+impl MachineWatch for Vm {
     async fn gone(&self) -> crate::communicator::MachineGone {
         let status = self.exited().await;
         crate::communicator::MachineGone {
@@ -526,31 +518,14 @@ impl crate::communicator::MachineWatch for Vm {
     }
 }
 
-impl MachineState {
-    /// What tells whether the build machine still runs (none for a machine QEMU does not run).
-    pub fn watch(&self) -> Option<Arc<dyn crate::communicator::MachineWatch>> {
-        self.vm.clone().map(|vm| vm as Arc<dyn crate::communicator::MachineWatch>)
-    }
-}
-
-/// What the qemu steps hand to later steps.
+/// What the qemu steps hand to later qemu steps.
 #[derive(Default)]
-pub struct MachineState {
+pub struct QemuState {
     pub accel: Option<accel::Accel>,
-    pub qemu_version: Option<String>,
     pub disk: Option<PathBuf>,
     pub seed: Option<PathBuf>,
-    pub key: Option<Arc<KeyPair>>,
+    /// The build key's private half, for `--on-error abort` notes.
     pub key_path: Option<PathBuf>,
     pub vm: Option<Arc<Vm>>,
-    pub ssh: Option<SshClient>,
-    pub host_key: Option<String>,
-    pub shutdown: Option<ShutdownMethod>,
     pub http: Option<Arc<http::HttpServer>>,
-    pub launched_at: Option<std::time::Instant>,
-    /// QEMU start to SSH ready on the build VM.
-    pub boot_time: Option<Duration>,
-    /// A build machine reached over the network rather than through QEMU's
-    /// port forward (an EC2 instance): reconnects after a reboot go here.
-    pub remote: Option<super::RemoteSsh>,
 }
