@@ -12,6 +12,7 @@ pub mod digest;
 pub mod error;
 pub mod export;
 pub mod fmt;
+pub mod inputs;
 pub mod lint;
 pub mod metrics;
 pub mod process;
