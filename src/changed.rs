@@ -334,9 +334,9 @@ fn members(node: &Node) -> &[(jsonc::Key, Node)] {
 fn from_loaded(loaded: &Loaded, inputs: &mut Inputs) {
     inputs.name = Some(loaded.template.name.clone());
     let walked = crate::inputs::walk(loaded);
-    inputs.files.extend(
-        walked.host_files().filter(|f| !f.path.written.contains(UNSET)).map(|f| f.path.resolved.clone()),
-    );
+    inputs
+        .files
+        .extend(walked.host_files().filter(|f| !f.path.written.contains(UNSET)).map(|f| f.path.resolved.clone()));
     if let Some((url, checksum)) = walked.source.and_then(|s| s.download()) {
         let checksum = match checksum {
             crate::source::Checksum::File(list) => Some(list.clone()),

@@ -352,7 +352,10 @@ mod tests {
         );
         assert_eq!(inputs.host_files().nth(2).unwrap().path.resolved, PathBuf::from("/t/b.sh"));
         let p = &inputs.provisioners;
-        assert_eq!(p.iter().map(|p| p.kind).collect::<Vec<_>>(), ["shell", "shell", "file", "file", "file", "shell-local"]);
+        assert_eq!(
+            p.iter().map(|p| p.kind).collect::<Vec<_>>(),
+            ["shell", "shell", "file", "file", "file", "shell-local"]
+        );
         assert_eq!(p[0].inline.as_deref(), Some("echo web\necho walk"));
         assert_eq!(p[3].inline.as_deref(), Some("hello"));
         assert!(p[4].inline.is_none() && p[4].files.is_empty(), "a download reads nothing on the host");

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::template::keys::{self, Key, KeyAction, Modifier, NamedKey};
 pub use crate::template::keys::KeyError;
+use crate::template::keys::{self, Key, KeyAction, Modifier, NamedKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -136,8 +136,7 @@ mod tests {
         for c in &typable {
             assert!(char_key(*c).is_some(), "{c:?}");
         }
-        let printable: std::collections::HashSet<_> =
-            (0x20u8..=0x7e).map(|b| char_key(b as char).unwrap()).collect();
+        let printable: std::collections::HashSet<_> = (0x20u8..=0x7e).map(|b| char_key(b as char).unwrap()).collect();
         assert_eq!(printable.len(), 0x7e - 0x20 + 1, "two characters share a key and shift state");
     }
 
