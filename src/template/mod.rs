@@ -274,6 +274,29 @@ mod tests {
         out
     }
 
+    #[test]
+    fn reresolve_keeps_variable_values_and_takes_new_build_values() {
+        use super::*;
+        let text = r#"{ "name": "re", "version": "auto", "variables": { "role": { "default": "web" } },
+            "builder": { "type": "null" },
+            "provisioners": [ { "type": "shell-local", "inline": ["{{ var.role }} {{ build.version }} {{ build.id }}"] } ] }"#;
+        let options = LoadOptions {
+            vars: VarInputs { cli: vec![("role".into(), "db".into())], ..Default::default() },
+            build_id: "id-1".into(),
+            ..Default::default()
+        };
+        let inline = |l: &Loaded| match &l.template.provisioners[0].kind {
+            ProvisionerKind::ShellLocal(s) => serde_json::to_value(&s.commands).unwrap()["inline"][0].clone(),
+            _ => unreachable!("the template has one shell-local step"),
+        };
+        let loaded = load_bytes(Path::new("/t/re.json"), text.as_bytes().to_vec(), &options).unwrap();
+        assert_eq!(inline(&loaded), "db auto id-1");
+        let again = loaded.reresolve("id-2".into(), Some("2026.01.01.3".into()), String::new()).unwrap();
+        assert_eq!(inline(&again), "db 2026.01.01.3 id-2", "the --var value stays without being given again");
+        assert_eq!(again.template.version, VersionSpec::Exact("2026.01.01.3".into()));
+        assert_eq!((again.build_id.as_str(), &again.variable_values), ("id-2", &loaded.variable_values));
+    }
+
     /// The template is pure: parse, validate, resolve. Builders, stores and
     /// the rest depend on it, never the other way round.
     #[test]
