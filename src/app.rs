@@ -72,8 +72,13 @@ fn build_key() -> Result<Arc<KeyPair>, String> {
     KEY.get_or_init(|| KeyPair::generate().map(Arc::new).map_err(|e| chain(&e))).clone()
 }
 
+/// `{{ build.ssh_public_key }}` of the build `build_id`.
+fn ssh_public_key(build_id: &str) -> Result<String, String> {
+    Ok(build_key()?.public_openssh(&format!("imgbuild-{build_id}")))
+}
+
 fn load_options(vars: &VarArgs, build_id: String, version_override: Option<String>) -> Result<LoadOptions, String> {
-    let ssh_public_key = build_key()?.public_openssh(&format!("imgbuild-{build_id}"));
+    let ssh_public_key = ssh_public_key(&build_id)?;
     Ok(LoadOptions {
         vars: VarInputs { cli: VarInputs::parse_cli(&vars.vars)?, files: vars.var_files.clone(), use_env: true },
         build_id,
@@ -83,11 +88,7 @@ fn load_options(vars: &VarArgs, build_id: String, version_override: Option<Strin
 }
 
 fn load(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<Loaded, ExitCode> {
-    load_with_id(path, vars, version, new_build_id())
-}
-
-fn load_with_id(path: &Path, vars: &VarArgs, version: Option<String>, build_id: String) -> Result<Loaded, ExitCode> {
-    let options = load_options(vars, build_id, version).map_err(|e| {
+    let options = load_options(vars, new_build_id(), version).map_err(|e| {
         report_error(&e);
         ExitCode::Usage
     })?;
@@ -423,7 +424,15 @@ async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String
                 highest = highest.max(target.highest_auto_number(&name, today).await.map_err(failed)?);
             }
             let next = today.version(highest + 1);
-            let reloaded = load_with_id(&args.template, &args.vars, Some(next.clone()), loaded.build_id.clone())?;
+            // The same document and variable values, with the version `build.version` now stands for.
+            let key = ssh_public_key(&loaded.build_id).map_err(|e| {
+                report_error(&e);
+                ExitCode::Usage
+            })?;
+            let reloaded = loaded.reresolve(loaded.build_id.clone(), Some(next.clone()), key).map_err(|e| {
+                report_template_error(&e);
+                ExitCode::Usage
+            })?;
             Ok((reloaded, store_dir, next))
         }
     }

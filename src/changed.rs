@@ -30,7 +30,7 @@ use crate::cli::VarArgs;
 use crate::error::{ExitCode, chain};
 use crate::source::Location;
 use crate::template::jsonc::{self, Node, NodeKind};
-use crate::template::{self, Direction, LoadOptions, Loaded, ProvisionerKind, TemplateError, VarInputs};
+use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs};
 use crate::ui;
 
 /// Placeholder values for unset required variables start with this.
@@ -333,21 +333,11 @@ fn members(node: &Node) -> &[(jsonc::Key, Node)] {
 
 fn from_loaded(loaded: &Loaded, inputs: &mut Inputs) {
     inputs.name = Some(loaded.template.name.clone());
-    if let template::Builder::Qemu(q) = &loaded.template.builder
-        && let Some(http) = q.http_directory.as_ref().filter(|p| !p.written.contains(UNSET))
-    {
-        inputs.files.push(http.resolved.clone());
-    }
-    for p in &loaded.template.provisioners {
-        let paths = match &p.kind {
-            ProvisionerKind::Shell(s) => s.commands.files(),
-            ProvisionerKind::ShellLocal(s) => s.commands.files(),
-            ProvisionerKind::File(f) if f.direction == Direction::Upload => f.source.iter().collect(),
-            ProvisionerKind::File(_) => Vec::new(),
-        };
-        inputs.files.extend(paths.into_iter().filter(|p| !p.written.contains(UNSET)).map(|p| p.resolved.clone()));
-    }
-    if let Some((url, checksum)) = loaded.template.source.as_ref().and_then(|s| s.download()) {
+    let walked = crate::inputs::walk(loaded);
+    inputs
+        .files
+        .extend(walked.host_files().filter(|f| !f.path.written.contains(UNSET)).map(|f| f.path.resolved.clone()));
+    if let Some((url, checksum)) = walked.source.and_then(|s| s.download()) {
         let checksum = match checksum {
             crate::source::Checksum::File(list) => Some(list.clone()),
             _ => None,

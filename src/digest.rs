@@ -16,9 +16,10 @@
 //! * `source`: the digest the source must have: the written digest, the one a
 //!   `file:` checksum list gives *now* (a republished upstream image is a
 //!   change), or for `checksum: none` the URL.
-//! * every host file the build reads (the builder's `http_directory`, a
-//!   provisioner's `script`, `scripts`, an upload's `source`; directories
-//!   walked in sorted order, relative names, contents and the executable bit),
+//! * every host file the build reads, as the input walk ([`crate::inputs`])
+//!   lists them (the builder's `http_directory`, a provisioner's `script`,
+//!   `scripts`, an upload's `source`; directories walked in sorted order,
+//!   relative names, contents and the executable bit),
 //! * every `--var-file`, byte for byte.
 //!
 //! Not in it: secrets (masked: a changed password alone does not rebuild),
@@ -26,18 +27,15 @@
 //! imgbuild version, and
 //! `{{ env.* }}` values only where they are interpolated into the template.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::Digest as _;
 
+use crate::inputs::{self, HashError, hash_path, sha256_of, strip_dir};
 use crate::source::{Checksum, FetchError, Fetcher};
-use crate::template::{self, Direction, LoadOptions, Loaded, ProvisionerKind, TemplateError, VarInputs};
+use crate::template::{Loaded, Source, TemplateError};
 
-/// What `{{ template_dir }}` expanded to is replaced by this, and the build id by [`BUILD_ID_PLACEHOLDER`].
-pub const TEMPLATE_DIR_PLACEHOLDER: &str = "{{ template_dir }}";
-pub const BUILD_ID_PLACEHOLDER: &str = "{{ build.id }}";
-/// The per-build SSH key (`{{ build.ssh_public_key }}`) is new every build: it is replaced by this.
-pub const SSH_KEY_PLACEHOLDER: &str = "{{ build.ssh_public_key }}";
+pub use crate::inputs::{BUILD_ID_PLACEHOLDER, SSH_KEY_PLACEHOLDER, TEMPLATE_DIR_PLACEHOLDER};
 
 /// Bumped when the way the digest is computed changes (every digest changes with it).
 const DIGEST_SCHEME: &str = "imgbuild-input-digest/1";
@@ -106,7 +104,7 @@ pub fn changed_parts(old: &[(String, String)], new: &[(String, String)]) -> Vec<
 
 #[derive(Debug, thiserror::Error)]
 pub enum DigestError {
-    #[error("cannot re-read the template for its input digest")]
+    #[error("cannot resolve the template for its input digest")]
     Template(#[source] TemplateError),
     #[error("cannot read {} for the input digest", path.display())]
     Read {
@@ -118,6 +116,12 @@ pub enum DigestError {
     Source(#[source] FetchError),
 }
 
+impl From<HashError> for DigestError {
+    fn from(e: HashError) -> Self {
+        DigestError::Read { path: e.path, source: e.source }
+    }
+}
+
 /// The input digest of a loaded template. `var_files` are the `--var-file`
 /// arguments the template was loaded with (their values are already in
 /// `loaded`; their bytes count too). Reads a `file:` checksum list through
@@ -127,52 +131,48 @@ pub async fn input_digest(
     var_files: &[PathBuf],
     fetcher: &Fetcher,
 ) -> Result<InputDigest, DigestError> {
-    let canonical = reload_canonical(loaded)?;
-    let dir = loaded.dir.to_string_lossy().into_owned();
-    let mut parts = vec![("template".to_string(), sha256_of(&template_json(&canonical, &dir)))];
-    match &canonical.template.source {
-        Some(crate::template::Source::Ami(ami)) => {
-            parts.push(("source".to_string(), sha256_of(ami.describe().as_bytes())))
-        }
-        Some(source) => {
-            let (url, checksum) = source.download().expect("file sources have a download");
-            let value = match checksum {
-                Checksum::Digest(d) => d.to_string(),
-                Checksum::None => sha256_of(strip_dir(url, &dir).as_bytes()),
-                list @ Checksum::File(_) => match fetcher.resolve_checksum(url, list, &loaded.dir).await {
-                    Ok(Some(d)) => d.to_string(),
-                    Ok(None) => sha256_of(strip_dir(url, &dir).as_bytes()),
-                    Err(e) => return Err(DigestError::Source(e)),
-                },
-            };
-            parts.push(("source".to_string(), value));
-        }
-        None => {}
+    let canonical = inputs::canonical(loaded).map_err(DigestError::Template)?;
+    let mut parts = vec![("template".to_string(), sha256_of(&template_json(&canonical)))];
+    if let Some(source) = source_digest(&canonical, fetcher).await? {
+        parts.push(("source".to_string(), source));
     }
-    let files = host_files(&canonical, &dir);
-    let var_files: Vec<(String, PathBuf)> = var_files
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (format!("var-file[{i}] {name}"), p.clone())
-        })
-        .collect();
-    let hashed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, DigestError> {
-        let mut out = Vec::new();
-        for (label, path) in files {
-            out.push((label, hash_path(&path)?));
-        }
-        for (label, path) in var_files {
-            let bytes = std::fs::read(&path).map_err(|source| DigestError::Read { path: path.clone(), source })?;
-            out.push((label, sha256_of(&bytes)));
-        }
-        Ok(out)
+    let mut files: Vec<(String, PathBuf)> =
+        inputs::walk(&canonical).host_files().map(|f| (f.label.clone(), f.path.resolved.clone())).collect();
+    files.extend(var_files.iter().enumerate().map(|(i, p)| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        (format!("var-file[{i}] {name}"), p.clone())
+    }));
+    let hashed = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, HashError> {
+        files.into_iter().map(|(label, path)| Ok((label, hash_path(&path)?))).collect()
     })
     .await
     .map_err(|e| DigestError::Read { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) })??;
     parts.extend(hashed);
     Ok(InputDigest::from_parts(parts))
+}
+
+/// The digest the source must have: the written digest, the one a `file:`
+/// checksum list gives *now*, for `checksum: none` the digest of the URL
+/// (template directory as `{{ template_dir }}`), for an AMI the digest of
+/// how it is chosen. `None` when the template has no source.
+pub async fn source_digest(loaded: &Loaded, fetcher: &Fetcher) -> Result<Option<String>, DigestError> {
+    let dir = loaded.dir.to_string_lossy();
+    let Some(source) = &loaded.template.source else {
+        return Ok(None);
+    };
+    let (url, checksum) = match source {
+        Source::Ami(ami) => return Ok(Some(sha256_of(ami.describe().as_bytes()))),
+        Source::CloudImage { url, checksum } | Source::Iso { url, checksum } => (url, &checksum.0),
+    };
+    Ok(Some(match checksum {
+        Checksum::Digest(d) => d.to_string(),
+        Checksum::None => sha256_of(strip_dir(url, &dir).as_bytes()),
+        list @ Checksum::File(_) => match fetcher.resolve_checksum(url, list, &loaded.dir).await {
+            Ok(Some(d)) => d.to_string(),
+            Ok(None) => sha256_of(strip_dir(url, &dir).as_bytes()),
+            Err(e) => return Err(DigestError::Source(e)),
+        },
+    }))
 }
 
 /// The `input_digest` a manifest records (`sha256:<hex>`), if any.
@@ -203,25 +203,9 @@ pub fn up_to_date(store: &crate::store::LocalStore, name: &str, digest: &str) ->
     (manifest_digest(&manifest)? == digest).then_some(version)
 }
 
-/// The template loaded again exactly as the build sees it (every variable
-/// pinned to its value), but with the written version and a fixed build id.
-fn reload_canonical(loaded: &Loaded) -> Result<Loaded, DigestError> {
-    let options = LoadOptions {
-        vars: VarInputs {
-            cli: loaded.variable_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            files: Vec::new(),
-            use_env: false,
-        },
-        build_id: BUILD_ID_PLACEHOLDER.to_string(),
-        version_override: None,
-        ssh_public_key: SSH_KEY_PLACEHOLDER.to_string(),
-    };
-    template::load(&loaded.path, &options).map_err(DigestError::Template)
-}
-
 /// The canonical template JSON (see the module documentation).
-fn template_json(loaded: &Loaded, dir: &str) -> Vec<u8> {
-    let mut value = loaded.resolved_json();
+fn template_json(canonical: &Loaded) -> Vec<u8> {
+    let mut value = inputs::resolved_json(canonical);
     if let Some(top) = value.as_object_mut() {
         top.remove("lint");
         if let Some(vars) = top.get_mut("variables").and_then(|v| v.as_object_mut()) {
@@ -236,118 +220,12 @@ fn template_json(loaded: &Loaded, dir: &str) -> Vec<u8> {
             source.remove("checksum");
         }
     }
-    replace_dir(&mut value, dir);
     serde_json::to_vec(&value).unwrap_or_default()
-}
-
-fn replace_dir(value: &mut serde_json::Value, dir: &str) {
-    use serde_json::Value;
-    match value {
-        Value::String(s) if s.contains(dir) => *s = strip_dir(s, dir),
-        Value::Array(items) => items.iter_mut().for_each(|v| replace_dir(v, dir)),
-        Value::Object(map) => map.values_mut().for_each(|v| replace_dir(v, dir)),
-        _ => {}
-    }
-}
-
-/// `dir` (the template directory) replaced by the placeholder where it is a
-/// whole path prefix: `DIR` alone or `DIR/…`, anywhere in the text.
-pub fn strip_dir(text: &str, dir: &str) -> String {
-    let dir = dir.trim_end_matches('/');
-    if dir.is_empty() {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find(dir) {
-        let after = &rest[pos + dir.len()..];
-        out.push_str(&rest[..pos]);
-        if after.is_empty() || after.starts_with('/') {
-            out.push_str(TEMPLATE_DIR_PLACEHOLDER);
-        } else {
-            out.push_str(dir);
-        }
-        rest = after;
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Host files the build reads: the builder's `http_directory`, then what
-/// provisioners read; `(label, path)`, in template order.
-fn host_files(loaded: &Loaded, dir: &str) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    if let template::Builder::Qemu(q) = &loaded.template.builder
-        && let Some(http) = &q.http_directory
-    {
-        out.push((format!("builder.http_directory {}", strip_dir(&http.written, dir)), http.resolved.clone()));
-    }
-    for (i, p) in loaded.template.provisioners.iter().enumerate() {
-        let (field, paths) = match &p.kind {
-            ProvisionerKind::Shell(s) => ("script", s.commands.files()),
-            ProvisionerKind::ShellLocal(s) => ("script", s.commands.files()),
-            ProvisionerKind::File(f) if f.direction == Direction::Upload => ("source", f.source.iter().collect()),
-            ProvisionerKind::File(_) => continue,
-        };
-        for path in paths {
-            out.push((format!("provisioners[{i}].{field} {}", strip_dir(&path.written, dir)), path.resolved.clone()));
-        }
-    }
-    out
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
-/// `sha256:` of a file's bytes, or of a directory tree: every file's relative
-/// name (`/` separated), executable bit and bytes, in sorted order. The
-/// manifest records provisioner inputs with it too.
-pub fn hash_path(path: &Path) -> Result<String, DigestError> {
-    let err = |p: &Path, source| DigestError::Read { path: p.to_path_buf(), source };
-    let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
-    if !meta.is_dir() {
-        return std::fs::read(path).map(|b| sha256_of(&b)).map_err(|e| err(path, e));
-    }
-    let mut hasher = sha2::Sha256::new();
-    hash_tree(path, "", &mut hasher).map_err(|(p, e)| err(&p, e))?;
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
-}
-
-fn hash_tree(dir: &Path, prefix: &str, hasher: &mut sha2::Sha256) -> Result<(), (PathBuf, std::io::Error)> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(|e| (dir.to_path_buf(), e))?
-        .filter_map(|e| e.ok())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
-    entries.sort();
-    for (name, path) in entries {
-        let relative = format!("{prefix}{name}");
-        let meta = std::fs::metadata(&path).map_err(|e| (path.clone(), e))?;
-        if meta.is_dir() {
-            hash_tree(&path, &format!("{relative}/"), hasher)?;
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e))?;
-        let exec = if meta.permissions().mode() & 0o111 != 0 { "x" } else { "-" };
-        hasher.update(format!("{relative}\0{exec}\0{}\0", bytes.len()).as_bytes());
-        hasher.update(&bytes);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_whole_directory_prefixes_only() {
-        assert_eq!(strip_dir("/t/x.sh", "/t"), "{{ template_dir }}/x.sh");
-        assert_eq!(strip_dir("/t", "/t/"), "{{ template_dir }}");
-        assert_eq!(strip_dir("/tmp/x", "/t"), "/tmp/x");
-        assert_eq!(strip_dir("cd /t/a && /t/b", "/t"), "cd {{ template_dir }}/a && {{ template_dir }}/b");
-    }
 
     #[test]
     fn digest_depends_on_every_part() {

@@ -13,6 +13,7 @@ pub mod diskimage;
 pub mod error;
 pub mod export;
 pub mod fmt;
+pub mod inputs;
 pub mod lint;
 pub mod machine;
 pub mod metrics;

@@ -9,7 +9,6 @@ use sha2::Digest as _;
 
 use super::Artifact;
 use crate::build::BuildState;
-use crate::template::Commands;
 use crate::ui::events::StepTiming;
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -168,42 +167,28 @@ pub async fn build(state: &BuildState, version: &str, steps: &[StepTiming], arti
     }
 }
 
+/// Per provisioner, the host files and inline text it used, as the input walk lists them.
 async fn provisioner_info(state: &BuildState) -> Vec<ProvisionerInfo> {
-    use crate::template::{Direction, ProvisionerKind};
     let mut out = Vec::new();
-    for p in &state.loaded.template.provisioners {
-        let (paths, inline) = match &p.kind {
-            ProvisionerKind::Shell(s) => (s.commands.files(), inline_lines(&s.commands)),
-            ProvisionerKind::ShellLocal(s) => (s.commands.files(), inline_lines(&s.commands)),
-            // A download's source is a path in the guest: nothing on the host to hash.
-            ProvisionerKind::File(f) if f.direction == Direction::Download => (Vec::new(), None),
-            ProvisionerKind::File(f) => (f.source.iter().collect(), f.content.clone()),
-        };
+    for p in crate::inputs::walk(&state.loaded).provisioners {
         let mut files = Vec::new();
-        for path in paths {
-            if let Some(sha256) = hash_path(&path.resolved).await {
-                files.push(FileInfo { path: path.written.clone(), sha256 });
+        for file in &p.files {
+            if let Some(sha256) = hash_path(&file.path.resolved).await {
+                files.push(FileInfo { path: file.path.written.clone(), sha256 });
             }
         }
-        if let Some(text) = inline {
+        if let Some(text) = &p.inline {
             files.push(FileInfo { path: "<inline>".into(), sha256: sha256_hex(text.as_bytes()) });
         }
-        out.push(ProvisionerInfo { kind: p.kind.type_name().to_string(), files });
+        out.push(ProvisionerInfo { kind: p.kind.to_string(), files });
     }
     out
-}
-
-fn inline_lines(commands: &Commands) -> Option<String> {
-    match commands {
-        Commands::Inline(lines) => Some(lines.join("\n")),
-        _ => None,
-    }
 }
 
 /// sha256 hex of a file or a directory tree, as the input digest computes it.
 async fn hash_path(path: &Path) -> Option<String> {
     let path = path.to_path_buf();
-    let digest = tokio::task::spawn_blocking(move || crate::digest::hash_path(&path)).await.ok()?.ok()?;
+    let digest = tokio::task::spawn_blocking(move || crate::inputs::hash_path(&path)).await.ok()?.ok()?;
     digest.strip_prefix("sha256:").map(str::to_string)
 }
 

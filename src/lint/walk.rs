@@ -84,18 +84,7 @@ pub fn path_at(root: &Node, offset: usize) -> String {
     }
 }
 
-/// The trimmed expressions of the `{{ ... }}` placeholders in `s`.
-pub fn expressions(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        out.push(after[..end].trim());
-        rest = &after[end + 2..];
-    }
-    out
-}
+pub use crate::template::interp::expressions;
 
 /// `s` with every `{{ ... }}` placeholder removed (the literal text around them).
 pub fn literal_text(s: &str) -> String {

@@ -53,6 +53,19 @@ impl InterpError {
     }
 }
 
+/// The trimmed expressions of the `{{ ... }}` placeholders in `s`.
+pub fn expressions(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        out.push(after[..end].trim());
+        rest = &after[end + 2..];
+    }
+    out
+}
+
 /// The value of one variable as interpolation sees it.
 #[derive(Debug, Clone)]
 pub enum VarValue {

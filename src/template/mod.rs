@@ -6,6 +6,7 @@ pub mod diag;
 pub mod ec2;
 pub mod interp;
 pub mod jsonc;
+pub mod keys;
 pub mod model;
 pub mod schema;
 pub mod units;
@@ -214,10 +215,105 @@ fn read_version(top: &mut decode::ObjectReader, cx: &mut Cx, options: &LoadOptio
 }
 
 impl Loaded {
+    /// The same document resolved again with other build values (`build.id`,
+    /// the version, `build.ssh_public_key`) and every variable pinned to the
+    /// value it has here. Reads nothing: no template file, var-file or
+    /// environment variable is consulted again, so both resolutions agree.
+    pub fn reresolve(
+        &self,
+        build_id: String,
+        version_override: Option<String>,
+        ssh_public_key: String,
+    ) -> Result<Loaded, TemplateError> {
+        let options = LoadOptions {
+            vars: VarInputs {
+                cli: self.variable_values.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                files: Vec::new(),
+                use_env: false,
+            },
+            build_id,
+            version_override,
+            ssh_public_key,
+        };
+        let (template, variable_values) = decode_template(&self.raw, &self.file, &self.dir, &options)?;
+        Ok(Loaded {
+            template,
+            path: self.path.clone(),
+            dir: self.dir.clone(),
+            file: self.file.clone(),
+            raw: self.raw.clone(),
+            build_id: options.build_id,
+            variable_values,
+        })
+    }
+
     /// The resolved template as JSON, secrets masked.
     pub fn resolved_json(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(&self.template).unwrap_or_default();
         crate::redact::scrub_json(&mut value);
         value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The modules `text` names through `crate::` (a `use crate::{a, b}` group included).
+    fn crate_modules(text: &str) -> Vec<String> {
+        let ident = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+        let mut out = Vec::new();
+        for (i, _) in text.match_indices("crate::") {
+            let rest = &text[i + "crate::".len()..];
+            match rest.strip_prefix('{') {
+                Some(group) => {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    out.extend(group.split(',').map(|item| ident(item.trim())));
+                }
+                None => out.push(ident(rest)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn reresolve_keeps_variable_values_and_takes_new_build_values() {
+        use super::*;
+        let text = r#"{ "name": "re", "version": "auto", "variables": { "role": { "default": "web" } },
+            "builder": { "type": "null" },
+            "provisioners": [ { "type": "shell-local", "inline": ["{{ var.role }} {{ build.version }} {{ build.id }}"] } ] }"#;
+        let options = LoadOptions {
+            vars: VarInputs { cli: vec![("role".into(), "db".into())], ..Default::default() },
+            build_id: "id-1".into(),
+            ..Default::default()
+        };
+        let inline = |l: &Loaded| match &l.template.provisioners[0].kind {
+            ProvisionerKind::ShellLocal(s) => serde_json::to_value(&s.commands).unwrap()["inline"][0].clone(),
+            _ => unreachable!("the template has one shell-local step"),
+        };
+        let loaded = load_bytes(Path::new("/t/re.json"), text.as_bytes().to_vec(), &options).unwrap();
+        assert_eq!(inline(&loaded), "db auto id-1");
+        let again = loaded.reresolve("id-2".into(), Some("2026.01.01.3".into()), String::new()).unwrap();
+        assert_eq!(inline(&again), "db 2026.01.01.3 id-2", "the --var value stays without being given again");
+        assert_eq!(again.template.version, VersionSpec::Exact("2026.01.01.3".into()));
+        assert_eq!((again.build_id.as_str(), &again.variable_values), ("id-2", &loaded.variable_values));
+    }
+
+    /// The template is pure: parse, validate, resolve. Builders, stores and
+    /// the rest depend on it, never the other way round.
+    #[test]
+    fn imports_nothing_from_builders_stores_communicators_or_export() {
+        const FORBIDDEN: [&str; 4] = ["builder", "store", "communicator", "export"];
+        let sample = format!("use {c}::{{redact, store::X}};\n{c}::builder::qemu", c = "crate");
+        assert_eq!(crate_modules(&sample), ["redact", "store", "builder"]);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/template");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for module in crate_modules(&text) {
+                assert!(!FORBIDDEN.contains(&module.as_str()), "{} uses crate::{module}", path.display());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "read the template sources");
     }
 }

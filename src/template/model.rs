@@ -216,11 +216,12 @@ impl std::str::FromStr for VersionSpec {
         if s == "auto" {
             return Ok(VersionSpec::Auto);
         }
-        match crate::store::validate_version(s) {
-            Ok(()) => Ok(VersionSpec::Exact(s.to_string())),
-            Err(_) => Err(format!(
+        if imgbuild_store_format::is_valid_version(s) {
+            Ok(VersionSpec::Exact(s.to_string()))
+        } else {
+            Err(format!(
                 "invalid version `{s}`: expected a semantic version like `1.4.0` (optionally `-rc.1`), a date version `YYYY.MM.DD.N`, or `auto`"
-            )),
+            ))
         }
     }
 }
@@ -447,7 +448,7 @@ impl QemuBuilder {
             })
             .unwrap_or_default();
         for (i, line) in boot_command.iter().enumerate() {
-            if let Err(e) = crate::builder::qemu::keys::parse(line) {
+            if let Err(e) = super::keys::parse(line) {
                 let span = o.node("boot_command").map(|n| n.span).unwrap_or(o.span);
                 cx.in_field("boot_command", |cx| cx.in_index(i, |cx| cx.error(span, e.to_string())));
             }

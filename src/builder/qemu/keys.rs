@@ -1,13 +1,11 @@
-//! `boot_command`: Packer-compatible key syntax turned into QMP `send-key`
-//! presses (QKeyCode names, US keyboard layout).
-//!
-//! Literal text is typed as written; `<enter>`, `<f1>`, `<leftCtrlOn>` …
-//! name special keys; `<wait>`, `<wait5>`, `<wait10s>`, `<wait500ms>`,
-//! `<wait1m>` pause. A `<` that starts no known name is typed as `<`;
-//! `<lt>` and `<gt>` always type `<` and `>`, so text that looks like a key
-//! name (`<lt>enter<gt>` types `<enter>`) is never read as one.
+//! `boot_command` keys as QMP `send-key` presses (QKeyCode names, US
+//! keyboard layout). The key syntax itself is the template's
+//! ([`crate::template::keys`]); this maps parsed keys to QEMU's codes.
 
 use std::time::Duration;
+
+pub use crate::template::keys::KeyError;
+use crate::template::keys::{self, Key, KeyAction, Modifier, NamedKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -17,14 +15,6 @@ pub enum Action {
     Hold(&'static str),
     Release(&'static str),
     Wait(Duration),
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum KeyError {
-    #[error("character {0:?} cannot be typed (only printable US-ASCII, tab and newline)")]
-    Untypable(char),
-    #[error("invalid wait `<{0}>`: use `<wait>`, `<wait5>`, `<wait10s>`, `<wait500ms>` or `<wait1m>`")]
-    BadWait(String),
 }
 
 /// The QKeyCode and whether Shift is needed for a printable character.
@@ -79,101 +69,60 @@ pub fn char_key(c: char) -> Option<(&'static str, bool)> {
     Some(key)
 }
 
-fn special_key(name: &str) -> Option<&'static str> {
+/// The QKeyCode of a named key.
+fn named_qcode(key: NamedKey) -> &'static str {
     const FUNCTION: [&str; 12] = ["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12"];
-    let lower = name.to_ascii_lowercase();
-    if let Some(n) = lower.strip_prefix('f').and_then(|n| n.parse::<usize>().ok()) {
-        return FUNCTION.get(n.wrapping_sub(1)).copied();
+    match key {
+        NamedKey::Backspace => "backspace",
+        NamedKey::Delete => "delete",
+        NamedKey::Enter => "ret",
+        NamedKey::Esc => "esc",
+        NamedKey::Tab => "tab",
+        NamedKey::Space => "spc",
+        NamedKey::Up => "up",
+        NamedKey::Down => "down",
+        NamedKey::Left => "left",
+        NamedKey::Right => "right",
+        NamedKey::Insert => "insert",
+        NamedKey::Home => "home",
+        NamedKey::End => "end",
+        NamedKey::PageUp => "pgup",
+        NamedKey::PageDown => "pgdn",
+        NamedKey::Function(f) => FUNCTION[usize::from(f.number()) - 1],
+        NamedKey::Modifier(m) => modifier_qcode(m),
     }
-    Some(match lower.as_str() {
-        "bs" => "backspace",
-        "del" => "delete",
-        "enter" | "return" => "ret",
-        "esc" => "esc",
-        "tab" => "tab",
-        "spacebar" => "spc",
-        "up" => "up",
-        "down" => "down",
-        "left" => "left",
-        "right" => "right",
-        "insert" => "insert",
-        "home" => "home",
-        "end" => "end",
-        "pageup" => "pgup",
-        "pagedown" => "pgdn",
-        _ => modifier(&lower)?,
-    })
 }
 
-fn modifier(lower: &str) -> Option<&'static str> {
-    Some(match lower {
-        "leftalt" => "alt",
-        "rightalt" => "alt_r",
-        "leftctrl" => "ctrl",
-        "rightctrl" => "ctrl_r",
-        "leftshift" => "shift",
-        "rightshift" => "shift_r",
-        "leftsuper" => "meta_l",
-        "rightsuper" => "meta_r",
-        _ => return None,
-    })
+fn modifier_qcode(m: Modifier) -> &'static str {
+    match m {
+        Modifier::LeftAlt => "alt",
+        Modifier::RightAlt => "alt_r",
+        Modifier::LeftCtrl => "ctrl",
+        Modifier::RightCtrl => "ctrl_r",
+        Modifier::LeftShift => "shift",
+        Modifier::RightShift => "shift_r",
+        Modifier::LeftSuper => "meta_l",
+        Modifier::RightSuper => "meta_r",
+    }
 }
 
-fn wait(name: &str) -> Option<Result<Duration, KeyError>> {
-    let rest = name.to_ascii_lowercase().strip_prefix("wait")?.to_string();
-    if rest.is_empty() {
-        return Some(Ok(Duration::from_secs(1)));
-    }
-    let with_unit = if rest.chars().all(|c| c.is_ascii_digit()) { format!("{rest}s") } else { rest };
-    Some(with_unit.parse::<crate::template::units::Dur>().map(|d| d.0).map_err(|_| KeyError::BadWait(name.to_string())))
-}
-
-/// The press that types a printable character, with Shift if it needs it.
-fn press_char(c: char) -> Result<Action, KeyError> {
-    let (key, shift) = char_key(c).ok_or(KeyError::Untypable(c))?;
-    Ok(Action::Press(if shift { vec!["shift", key] } else { vec![key] }))
-}
-
-/// One `<...>` token: a key, a held/released modifier or a wait.
-fn token(name: &str) -> Option<Result<Action, KeyError>> {
-    if let Some(w) = wait(name) {
-        return Some(w.map(Action::Wait));
-    }
-    let lower = name.to_ascii_lowercase();
-    match lower.as_str() {
-        "lt" => return Some(press_char('<')),
-        "gt" => return Some(press_char('>')),
-        _ => {}
-    }
-    if let Some(m) = lower.strip_suffix("on").and_then(modifier) {
-        return Some(Ok(Action::Hold(m)));
-    }
-    if let Some(m) = lower.strip_suffix("off").and_then(modifier) {
-        return Some(Ok(Action::Release(m)));
-    }
-    special_key(name).map(|k| Ok(Action::Press(vec![k])))
-}
-
-/// Parses one `boot_command` entry.
-pub fn parse(line: &str) -> Result<Vec<Action>, KeyError> {
-    let mut actions = Vec::new();
-    let mut rest = line;
-    while let Some(c) = rest.chars().next() {
-        // A name holds no `<`: looking for its `>` only up to the next `<`
-        // keeps a line full of `<` linear, not quadratic.
-        if c == '<'
-            && let Some(end) = rest[1..].find(['<', '>']).map(|i| i + 1)
-            && rest.as_bytes()[end] == b'>'
-            && let Some(action) = token(&rest[1..end])
-        {
-            actions.push(action?);
-            rest = &rest[end + 1..];
-            continue;
+/// The QMP presses for one parsed key action.
+fn qemu_action(action: KeyAction) -> Result<Action, KeyError> {
+    Ok(match action {
+        KeyAction::Press(Key::Char(c)) => {
+            let (key, shift) = char_key(c).ok_or(KeyError::Untypable(c))?;
+            Action::Press(if shift { vec!["shift", key] } else { vec![key] })
         }
-        actions.push(press_char(c)?);
-        rest = &rest[c.len_utf8()..];
-    }
-    Ok(actions)
+        KeyAction::Press(Key::Named(k)) => Action::Press(vec![named_qcode(k)]),
+        KeyAction::Hold(m) => Action::Hold(modifier_qcode(m)),
+        KeyAction::Release(m) => Action::Release(modifier_qcode(m)),
+        KeyAction::Wait(d) => Action::Wait(d),
+    })
+}
+
+/// Parses one `boot_command` entry (syntax: [`crate::template::keys`]) into QMP key presses.
+pub fn parse(line: &str) -> Result<Vec<Action>, KeyError> {
+    keys::parse(line)?.into_iter().map(qemu_action).collect()
 }
 
 #[cfg(test)]
@@ -181,17 +130,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_printable_ascii_character_has_a_key() {
-        for b in 0x20u8..=0x7e {
-            assert!(char_key(b as char).is_some(), "{:?}", b as char);
+    fn every_typable_character_has_a_key() {
+        let typable: Vec<char> = (0u8..=0x7f).map(char::from).filter(|c| keys::typable(*c)).collect();
+        assert_eq!(typable.len(), 0x7e - 0x20 + 1 + 2, "printable ASCII, tab and newline");
+        for c in &typable {
+            assert!(char_key(*c).is_some(), "{c:?}");
         }
-        let keys: std::collections::HashSet<_> = (0x20u8..=0x7e).map(|b| char_key(b as char).unwrap()).collect();
-        assert_eq!(keys.len(), 0x7e - 0x20 + 1, "two characters share a key and shift state");
+        let printable: std::collections::HashSet<_> = (0x20u8..=0x7e).map(|b| char_key(b as char).unwrap()).collect();
+        assert_eq!(printable.len(), 0x7e - 0x20 + 1, "two characters share a key and shift state");
     }
 
     #[test]
-    fn parses_packer_syntax() {
-        let actions = parse("aB<enter><wait5><leftCtrlOn>c<leftCtrlOff><f12><wait500ms>").unwrap();
+    fn maps_parsed_keys_to_qcodes() {
+        let actions = parse("aB<enter><wait5><leftCtrlOn>c<leftCtrlOff><f12><wait500ms><rightSuper><lt>").unwrap();
         assert_eq!(
             actions,
             [
@@ -204,40 +155,11 @@ mod tests {
                 Action::Release("ctrl"),
                 Action::Press(vec!["f12"]),
                 Action::Wait(Duration::from_millis(500)),
+                Action::Press(vec!["meta_r"]),
+                Action::Press(vec!["shift", "comma"]),
             ]
         );
-    }
-
-    #[test]
-    fn unknown_angle_brackets_are_literal() {
-        assert_eq!(
-            parse("<x>").unwrap(),
-            [Action::Press(vec!["shift", "comma"]), Action::Press(vec!["x"]), Action::Press(vec!["shift", "dot"])]
-        );
-        assert_eq!(parse("<wait10s>").unwrap(), [Action::Wait(Duration::from_secs(10))]);
+        assert_eq!(parse("<f1>").unwrap(), [Action::Press(vec!["f1"])]);
         assert!(matches!(parse("é"), Err(KeyError::Untypable('é'))));
-        assert_eq!(parse("<<enter>").unwrap(), [Action::Press(vec!["shift", "comma"]), Action::Press(vec!["ret"])]);
-    }
-
-    #[test]
-    fn many_open_angle_brackets_take_linear_time() {
-        // Found by tests/fuzz.rs: every `<` searched the rest of the line for a
-        // `>` and lowercased what lay between, so 45 KB took seconds (and
-        // this line would take many minutes).
-        let line = format!("{}>", "<".repeat(200_000));
-        assert_eq!(parse(&line).unwrap().len(), 200_001);
-    }
-
-    #[test]
-    fn lt_and_gt_type_angle_brackets_even_around_key_names() {
-        let lt = Action::Press(vec!["shift", "comma"]);
-        let gt = Action::Press(vec!["shift", "dot"]);
-        let e = Action::Press(vec!["e"]);
-        assert_eq!(parse("<LT><gt>").unwrap(), [lt.clone(), gt.clone()]);
-        // `<enter>` typed as text, not the Enter key.
-        let typed = parse("<lt>enter<gt>").unwrap();
-        assert_eq!(typed.len(), 7);
-        assert_eq!((&typed[0], &typed[1], &typed[6]), (&lt, &e, &gt));
-        assert!(!typed.contains(&Action::Press(vec!["ret"])));
     }
 }
