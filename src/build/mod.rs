@@ -67,6 +67,8 @@ pub struct BuildState {
     pub input_digest: Option<crate::digest::InputDigest>,
     #[cfg(feature = "aws")]
     pub ec2: Option<crate::builder::ec2::Ec2State>,
+    /// Where this build reports (tagged with its build id).
+    pub report: crate::report::BuildReporter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +84,14 @@ impl MissingState {
 }
 
 impl BuildState {
-    pub fn new(loaded: Arc<Loaded>, settings: BuildSettings, version: String) -> Self {
+    pub fn new(
+        loaded: Arc<Loaded>,
+        settings: BuildSettings,
+        version: String,
+        report: crate::report::BuildReporter,
+    ) -> Self {
         BuildState {
+            report,
             version,
             export: None,
             verify_results: None,

@@ -28,7 +28,6 @@
 //! `digests`: `{"sha256": "<hex>", "sha512": "<hex>"}` (values may also be
 //! `sha256:<hex>`) or an array of `algo:<hex>` strings.
 
-pub mod cli;
 mod error;
 mod fsio;
 mod local;
@@ -48,6 +47,7 @@ pub use local::{LocalStore, VersionInfo};
 pub use staging::Staging;
 pub use sums::{SumsEntry, format_sums, sums_file_name};
 pub use verify::{Problem, VerifyReport};
+pub(crate) use verify::verify_dir;
 pub use versions::{compare as compare_versions, validate_channel, validate_name, validate_version};
 
 /// Today in the local time zone: the day of the `auto` versions a build takes.
