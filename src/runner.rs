@@ -145,8 +145,11 @@ impl Runner {
         }
         let keep = self.on_error == OnError::Abort && matches!(result, Err(RunFailure::Step { .. }));
         let cleanups = std::mem::take(&mut cx.cleanups);
-        let (cleanup_errors, kept) =
-            if keep { (Vec::new(), keep_all(cleanups)) } else { (run_cleanups(cleanups, &self.report).await, Vec::new()) };
+        let (cleanup_errors, kept) = if keep {
+            (Vec::new(), keep_all(cleanups))
+        } else {
+            (run_cleanups(cleanups, &self.report).await, Vec::new())
+        };
         Outcome { result, timings: cx.timings, cleanup_errors, kept }
     }
 }

@@ -454,7 +454,10 @@ fn is_char_literal(chars: &[char], i: usize) -> bool {
 // ------------------------------------------------------ the scanner itself
 
 fn uses(source: &str, file: &str, forbid: &Forbid) -> BTreeSet<String> {
-    forbidden_uses(source, &module_path(file), forbid).into_iter().map(|(line, what)| format!("{line}: {what}")).collect()
+    forbidden_uses(source, &module_path(file), forbid)
+        .into_iter()
+        .map(|(line, what)| format!("{line}: {what}"))
+        .collect()
 }
 
 #[test]
@@ -497,13 +500,20 @@ fn f() { crate::builder::qemu::reconnect(); let x = other::builder::y; }
     assert!(uses("use crate::builderx::A;", "src/a.rs", &Forbid::Modules(&["crate::builder"])).is_empty());
     assert_eq!(
         uses("use crate::ui as legacy;\nuse crate::face;", "src/a.rs", &Forbid::Modules(&["crate::ui", "crate::face"])),
-        ["1: crate::ui (under crate::ui)", "2: crate::face (under crate::face)"].into_iter().map(String::from).collect()
+        ["1: crate::ui (under crate::ui)", "2: crate::face (under crate::face)"]
+            .into_iter()
+            .map(String::from)
+            .collect()
     );
 }
 
 #[test]
 fn the_scanner_finds_names() {
-    let found = uses("fn f(s: &mut BuildState) { crate::build::WorkDir; }", "src/runner.rs", &Forbid::Names(&["BuildState", "WorkDir"]));
+    let found = uses(
+        "fn f(s: &mut BuildState) { crate::build::WorkDir; }",
+        "src/runner.rs",
+        &Forbid::Names(&["BuildState", "WorkDir"]),
+    );
     assert_eq!(found, ["1: BuildState", "1: WorkDir"].into_iter().map(String::from).collect());
 }
 
@@ -512,6 +522,9 @@ fn module_paths_follow_the_file_layout() {
     assert_eq!(module_path("src/lib.rs"), Vec::<String>::new());
     assert_eq!(module_path("src/face/mod.rs"), ["face"]);
     assert_eq!(module_path("src/face/terminal/progress.rs"), ["face", "terminal", "progress"]);
-    assert_eq!(resolve("super::cli::VarArgs", &module_path("src/face/lint.rs")).as_deref(), Some("crate::face::cli::VarArgs"));
+    assert_eq!(
+        resolve("super::cli::VarArgs", &module_path("src/face/lint.rs")).as_deref(),
+        Some("crate::face::cli::VarArgs")
+    );
     assert_eq!(resolve("std::io", &[]), None);
 }

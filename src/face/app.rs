@@ -240,7 +240,11 @@ async fn build(args: BuildArgs) -> ExitCode {
 
 /// Runs the steps with `runner.report` as the fallback reporter too, so the
 /// lines of steps not yet handed a reporter carry the build id.
-async fn run_steps(runner: Runner, steps: &[Box<dyn crate::runner::Step<BuildState>>], state: &mut BuildState) -> Outcome {
+async fn run_steps(
+    runner: Runner,
+    steps: &[Box<dyn crate::runner::Step<BuildState>>],
+    state: &mut BuildState,
+) -> Outcome {
     legacy::install(runner.report.clone());
     let outcome = runner.run(steps, state).await;
     legacy::install(reporter());

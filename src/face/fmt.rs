@@ -45,7 +45,9 @@ pub fn run(args: &FmtArgs) -> ExitCode {
                 continue;
             }
             Err(e @ FmtError::Internal(_)) => {
-                terminal::eprintln_raw(&format!("error: {shown}: {e} (the file was left unchanged; please report this)"));
+                terminal::eprintln_raw(&format!(
+                    "error: {shown}: {e} (the file was left unchanged; please report this)"
+                ));
                 unreadable = true;
                 continue;
             }
@@ -82,4 +84,3 @@ pub fn run(args: &FmtArgs) -> ExitCode {
         ExitCode::Success
     }
 }
-

@@ -79,7 +79,9 @@ pub fn run(args: &LintArgs) -> ExitCode {
             let all: Vec<_> = reports.iter().flat_map(|r| &r.findings).map(Finding::to_json).collect();
             serde_json::to_string_pretty(&all).unwrap_or_default() + "\n"
         }
-        LintFormat::Sarif => serde_json::to_string_pretty(&lint::to_sarif_with_failures(&reports, &failures)).unwrap_or_default() + "\n",
+        LintFormat::Sarif => {
+            serde_json::to_string_pretty(&lint::to_sarif_with_failures(&reports, &failures)).unwrap_or_default() + "\n"
+        }
     };
     print_stdout(&output);
     if format == LintFormat::Text {
@@ -129,4 +131,3 @@ fn summary(reports: &[Report], failed: usize) -> String {
     }
     text
 }
-

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::error::{ExitCode, chain};
 use crate::face::terminal;
 use crate::store::s3::StoreLocation;
 use crate::store::{LocalStore, StoreError};
-use crate::error::{ExitCode, chain};
 
 /// `--store`, shared by every store command.
 #[derive(Debug, Clone, Args)]
@@ -324,8 +324,8 @@ fn print_table(rows: Vec<[String; 4]>) {
 mod remote {
     use super::{PromoteArgs, PruneArgs, print_json, print_manifest, print_promoted, print_pruned, print_table, row};
     use crate::error::ExitCode;
-    use crate::store::StoreError;
     use crate::face::terminal;
+    use crate::store::StoreError;
     use crate::store::s3::open_url;
 
     pub async fn versions(bucket: &str, prefix: &str, name: &str) -> Result<ExitCode, StoreError> {

@@ -46,8 +46,8 @@ pub use imgbuild_store_format::Day;
 pub use local::{LocalStore, VersionInfo};
 pub use staging::Staging;
 pub use sums::{SumsEntry, format_sums, sums_file_name};
-pub use verify::{Problem, VerifyReport};
 pub(crate) use verify::verify_dir;
+pub use verify::{Problem, VerifyReport};
 pub use versions::{compare as compare_versions, validate_channel, validate_name, validate_version};
 
 /// Today in the local time zone: the day of the `auto` versions a build takes.

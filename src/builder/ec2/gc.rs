@@ -125,7 +125,13 @@ async fn gc_region(
             None => report.info(format!("deleted {} {} in {}", r.kind.as_str(), r.id, api.region())),
             Some(e) => {
                 ok = false;
-                report.warn(format!("could not delete {} {} in {}: {}", r.kind.as_str(), r.id, api.region(), chain(&e)));
+                report.warn(format!(
+                    "could not delete {} {} in {}: {}",
+                    r.kind.as_str(),
+                    r.id,
+                    api.region(),
+                    chain(&e)
+                ));
             }
         }
     }

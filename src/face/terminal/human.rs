@@ -8,10 +8,9 @@ pub fn secs(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 
-
 /// The line a person reads on stderr, or `None` for events only machines need.
 pub(super) fn line(event: &Event) -> Option<String> {
-Some(match event {
+    Some(match event {
         Event::BuildStarted { name, version, build_id, .. } => {
             format!("{} {name} {version} (build {build_id})", style("==>").bold().cyan())
         }
