@@ -26,12 +26,9 @@ use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use crate::cli::VarArgs;
-use crate::error::{ExitCode, chain};
 use crate::source::Location;
 use crate::template::jsonc::{self, Node, NodeKind};
 use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs};
-use crate::ui;
 
 /// Placeholder values for unset required variables start with this.
 const UNSET: &str = "imgbuild-changed-unset-";
@@ -44,20 +41,6 @@ pub enum ChangedFormat {
     Json,
     /// `{"include": [{"template", "name"}]}` for a GitHub Actions matrix
     GithubMatrix,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ChangedArgs {
-    /// Git revision to compare the working tree with, e.g. `origin/main` or `HEAD~1`
-    #[arg(long, value_name = "GIT_REF")]
-    pub since: String,
-    /// Templates to consider (default: every `*.json` in `templates/`)
-    pub templates: Vec<PathBuf>,
-    #[command(flatten)]
-    pub vars: VarArgs,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = ChangedFormat::Lines)]
-    pub format: ChangedFormat,
 }
 
 /// What [`changed`] needs.
@@ -99,43 +82,6 @@ pub enum ChangedError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// `imgbuild changed`: prints the changed templates; exit 0 (also when none
-/// changed), 2 for a bad revision, no repository or unreadable templates.
-pub fn run(args: &ChangedArgs) -> ExitCode {
-    let cli = match VarInputs::parse_cli(&args.vars.vars) {
-        Ok(cli) => cli,
-        Err(e) => {
-            crate::app::report_error(&e);
-            return ExitCode::Usage;
-        }
-    };
-    let options = ChangedOptions {
-        since: args.since.clone(),
-        templates: args.templates.clone(),
-        vars: VarInputs { cli, files: args.vars.var_files.clone(), use_env: true },
-        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
-    };
-    match changed(&options) {
-        Ok(list) => {
-            // For people, on stderr; with `--output json` stdout must stay one JSON value.
-            if !ui::is_json() {
-                for t in &list {
-                    ui::info(format!("{}: {}", t.path.display(), t.reasons.join(", ")));
-                }
-            }
-            let text = render(&list, args.format, &args.since);
-            if !text.is_empty() {
-                ui::print_stdout(&text);
-            }
-            ExitCode::Success
-        }
-        Err(e) => {
-            crate::app::report_error(&chain(&e));
-            ExitCode::Usage
-        }
-    }
 }
 
 /// The output of `imgbuild changed` in `format` (no trailing newline; empty
@@ -532,36 +478,6 @@ pub fn changed_files(top: &Path, since: &str) -> Result<BTreeSet<String>, Change
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(clap::Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        args: ChangedArgs,
-    }
-
-    #[test]
-    fn parses_arguments() {
-        use clap::{CommandFactory, Parser};
-        Wrapper::command().debug_assert();
-        let w = Wrapper::try_parse_from([
-            "changed",
-            "--since",
-            "origin/main",
-            "--format",
-            "github-matrix",
-            "--var-file",
-            "v.json",
-            "a.json",
-            "b.json",
-        ])
-        .unwrap();
-        assert_eq!(w.args.since, "origin/main");
-        assert_eq!(w.args.format, ChangedFormat::GithubMatrix);
-        assert_eq!(w.args.templates, [PathBuf::from("a.json"), PathBuf::from("b.json")]);
-        assert_eq!(w.args.vars.var_files, [PathBuf::from("v.json")]);
-        assert!(Wrapper::try_parse_from(["changed", "a.json"]).is_err(), "--since is required");
-        assert_eq!(Wrapper::try_parse_from(["changed", "--since", "x"]).unwrap().args.format, ChangedFormat::Lines);
-    }
 
     #[test]
     fn normalizes_lexically() {

@@ -1,17 +1,17 @@
 //! imgbuild: build, verify and publish golden machine images from JSON
-//! templates. The binary (`src/main.rs`) only parses arguments and calls
-//! [`app::run`].
+//! templates. The library prints nothing: it returns data and reports
+//! through [`report::BuildReporter`]. The command-line face ([`face`])
+//! prints and chooses exit codes; the binary (`src/main.rs`) only calls it.
 
-pub mod app;
 pub mod build;
 pub mod builder;
 pub mod changed;
-pub mod cli;
 pub mod communicator;
 pub mod digest;
 pub mod diskimage;
 pub mod error;
 pub mod export;
+pub mod face;
 pub mod fmt;
 pub mod inputs;
 pub mod lint;
@@ -20,12 +20,16 @@ pub mod metrics;
 pub mod process;
 pub mod provision;
 pub mod redact;
+pub mod report;
 pub mod runner;
-pub mod signals;
 pub mod source;
 pub mod store;
 pub mod template;
 #[doc(hidden)]
 pub mod testing;
-pub mod ui;
+/// Transitional alias of [`report::legacy`], so the `crate::ui::{info, warn,
+/// emit, output, ByteProgress}` call sites in builder/, build/, provision/,
+/// communicator/, export/ and source/ compile unchanged until they take a
+/// `BuildReporter`.
+pub use report::legacy as ui;
 pub mod verify;

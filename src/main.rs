@@ -3,12 +3,12 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("imgbuild: internal error (this is a bug, please report it): {info}");
     }));
-    let cli = match imgbuild::cli::parse_from(std::env::args_os()) {
+    let cli = match imgbuild::face::cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             std::process::exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    std::process::exit(imgbuild::app::run(cli));
+    std::process::exit(imgbuild::face::app::run(cli));
 }

@@ -19,7 +19,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::ui::events::StepTiming;
+use crate::report::StepTiming;
 
 /// What one build reports.
 #[derive(Debug, Clone)]

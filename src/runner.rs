@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::ui::{self, Event, events::StepTiming};
+use crate::report::{BuildReporter, Event, StepTiming};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 type CleanupFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
@@ -55,6 +55,8 @@ impl Cleanup {
 /// What a step sees besides the build state.
 pub struct StepContext {
     pub cancel: CancellationToken,
+    /// Where the step reports events, log lines and progress.
+    pub report: BuildReporter,
     cleanups: Vec<Cleanup>,
     timings: Vec<StepTiming>,
 }
@@ -109,15 +111,22 @@ pub struct Outcome {
 pub struct Runner {
     pub cancel: CancellationToken,
     pub on_error: OnError,
+    /// Step and cleanup events go here; steps get it as `cx.report`.
+    pub report: BuildReporter,
 }
 
 impl Runner {
     pub async fn run<S: Send>(&self, steps: &[Box<dyn Step<S>>], state: &mut S) -> Outcome {
-        let mut cx = StepContext { cancel: self.cancel.clone(), cleanups: Vec::new(), timings: Vec::new() };
+        let mut cx = StepContext {
+            cancel: self.cancel.clone(),
+            report: self.report.clone(),
+            cleanups: Vec::new(),
+            timings: Vec::new(),
+        };
         let mut result = Ok(());
         for (index, step) in steps.iter().enumerate() {
             let name = step.name();
-            ui::emit(Event::StepStarted { step: name.clone(), index, total: steps.len() });
+            self.report.emit(Event::StepStarted { step: name.clone(), index, total: steps.len() });
             let started = Instant::now();
             let step_result = tokio::select! {
                 biased;
@@ -127,7 +136,7 @@ impl Runner {
                 }),
             };
             let duration_ms = started.elapsed().as_millis() as u64;
-            ui::emit(Event::StepFinished { step: name.clone(), index, ok: step_result.is_ok(), duration_ms });
+            self.report.emit(Event::StepFinished { step: name.clone(), index, ok: step_result.is_ok(), duration_ms });
             cx.timings.push(StepTiming { step: name, duration_ms });
             if let Err(failure) = step_result {
                 result = Err(failure);
@@ -136,8 +145,11 @@ impl Runner {
         }
         let keep = self.on_error == OnError::Abort && matches!(result, Err(RunFailure::Step { .. }));
         let cleanups = std::mem::take(&mut cx.cleanups);
-        let (cleanup_errors, kept) =
-            if keep { (Vec::new(), keep_all(cleanups)) } else { (run_cleanups(cleanups).await, Vec::new()) };
+        let (cleanup_errors, kept) = if keep {
+            (Vec::new(), keep_all(cleanups))
+        } else {
+            (run_cleanups(cleanups, &self.report).await, Vec::new())
+        };
         Outcome { result, timings: cx.timings, cleanup_errors, kept }
     }
 }
@@ -148,7 +160,7 @@ fn keep_all(cleanups: Vec<Cleanup>) -> Vec<String> {
 
 /// Runs cleanups last-in-first-out; each gets its own timeout and none is
 /// cancelled by a further interrupt.
-async fn run_cleanups(cleanups: Vec<Cleanup>) -> Vec<(String, String)> {
+async fn run_cleanups(cleanups: Vec<Cleanup>, report: &BuildReporter) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     for cleanup in cleanups.into_iter().rev() {
         let started = Instant::now();
@@ -158,7 +170,7 @@ async fn run_cleanups(cleanups: Vec<Cleanup>) -> Vec<(String, String)> {
             Err(_) => Err(format!("timed out after {}", crate::template::units::Dur(cleanup.timeout))),
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        ui::emit(Event::CleanupFinished {
+        report.emit(Event::CleanupFinished {
             cleanup: cleanup.label.clone(),
             ok: outcome.is_ok(),
             duration_ms,
@@ -177,6 +189,10 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     type Log = Arc<Mutex<Vec<String>>>;
+
+    fn runner(cancel: CancellationToken, on_error: OnError) -> Runner {
+        Runner { cancel, on_error, report: BuildReporter::discard() }
+    }
 
     struct Push {
         name: &'static str,
@@ -212,7 +228,7 @@ mod tests {
     #[tokio::test]
     async fn cleans_up_in_reverse_after_success() {
         let log = Log::default();
-        let runner = Runner { cancel: CancellationToken::new(), on_error: OnError::Cleanup };
+        let runner = runner(CancellationToken::new(), OnError::Cleanup);
         let outcome = runner.run(&steps(&log, None), &mut ()).await;
         assert!(outcome.result.is_ok());
         assert_eq!(*log.lock().unwrap(), ["undo c", "undo b", "undo a"]);
@@ -222,7 +238,7 @@ mod tests {
     #[tokio::test]
     async fn failed_step_stops_the_run_and_its_own_cleanup_runs() {
         let log = Log::default();
-        let runner = Runner { cancel: CancellationToken::new(), on_error: OnError::Cleanup };
+        let runner = runner(CancellationToken::new(), OnError::Cleanup);
         let outcome = runner.run(&steps(&log, Some(1)), &mut ()).await;
         assert!(matches!(outcome.result, Err(RunFailure::Step { index: 1, .. })));
         assert_eq!(*log.lock().unwrap(), ["undo b", "undo a"]);
@@ -231,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn abort_keeps_everything() {
         let log = Log::default();
-        let runner = Runner { cancel: CancellationToken::new(), on_error: OnError::Abort };
+        let runner = runner(CancellationToken::new(), OnError::Abort);
         let outcome = runner.run(&steps(&log, Some(2)), &mut ()).await;
         assert!(log.lock().unwrap().is_empty());
         assert_eq!(outcome.kept, ["undo c", "undo b", "undo a"]);
@@ -261,7 +277,7 @@ mod tests {
     #[tokio::test]
     async fn cancel_interrupts_a_step_and_cleanup_timeouts_are_errors() {
         let cancel = CancellationToken::new();
-        let runner = Runner { cancel: cancel.clone(), on_error: OnError::Abort };
+        let runner = runner(cancel.clone(), OnError::Abort);
         let trigger = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             cancel.cancel();
@@ -273,5 +289,29 @@ mod tests {
         assert!(matches!(outcome.result, Err(RunFailure::Interrupted { .. })));
         assert_eq!(outcome.cleanup_errors.len(), 1);
         assert!(outcome.cleanup_errors[0].1.contains("timed out"));
+    }
+
+    #[tokio::test]
+    async fn step_and_cleanup_events_carry_the_build_id() {
+        let log = Log::default();
+        let sink = Arc::new(crate::report::CollectingReporter::default());
+        let runner = Runner {
+            cancel: CancellationToken::new(),
+            on_error: OnError::Cleanup,
+            report: BuildReporter::new(Some("build-7"), sink.clone()),
+        };
+        runner.run(&steps(&log, Some(1)), &mut ()).await;
+        let events = sink.events();
+        let names: Vec<String> = events
+            .iter()
+            .map(|(_, e)| match e {
+                Event::StepStarted { step, .. } => format!("start {step}"),
+                Event::StepFinished { step, ok, .. } => format!("end {step} {ok}"),
+                Event::CleanupFinished { cleanup, .. } => format!("cleanup {cleanup}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["start a", "end a true", "start b", "end b false", "cleanup undo b", "cleanup undo a"]);
+        assert!(events.iter().all(|(id, _)| id.as_deref() == Some("build-7")), "{events:?}");
     }
 }

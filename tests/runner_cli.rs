@@ -71,6 +71,10 @@ fn failing_step_exits_1_and_json_events_describe_the_run() {
     assert_eq!(result["exit_code"], 1);
     assert!(result["error"].as_str().unwrap().contains("provisioners[1] (shell-local) failed"), "{result}");
     assert!(result["error"].as_str().unwrap().contains("failing"), "last output in the error: {result}");
+    // Every event of the build, tool output included, names the build.
+    let build_id = events[0]["build_id"].as_str().unwrap();
+    assert!(events.iter().all(|e| e["build_id"] == build_id), "{}", out.stdout);
+    assert!(events.iter().any(|e| e["event"] == "log" && e["source"].is_string()), "{}", out.stdout);
     assert!(leftover_work_dirs(dir.path()).is_empty());
 }
 

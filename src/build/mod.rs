@@ -91,6 +91,8 @@ pub struct BuildState {
     pub published_flag: Arc<std::sync::atomic::AtomicBool>,
     /// Digest over every build input, recorded in the manifest for `--if-changed`.
     pub input_digest: Option<crate::digest::InputDigest>,
+    /// Where this build reports (tagged with its build id).
+    pub report: crate::report::BuildReporter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +108,14 @@ impl MissingState {
 }
 
 impl BuildState {
-    pub fn new(loaded: Arc<Loaded>, settings: BuildSettings, version: String) -> Self {
+    pub fn new(
+        loaded: Arc<Loaded>,
+        settings: BuildSettings,
+        version: String,
+        report: crate::report::BuildReporter,
+    ) -> Self {
         BuildState {
+            report,
             version,
             export: None,
             verify_results: None,

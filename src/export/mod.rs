@@ -106,8 +106,8 @@ fn space_report(path: &Path) -> String {
     format!(
         "the file system at {} ({}) has {} free",
         mount.display(),
-        crate::store::cli::human_size(st.f_blocks * st.f_frsize),
-        crate::store::cli::human_size(st.f_bavail * st.f_frsize)
+        crate::report::human_size(st.f_blocks * st.f_frsize),
+        crate::report::human_size(st.f_bavail * st.f_frsize)
     )
 }
 

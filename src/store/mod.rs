@@ -28,7 +28,6 @@
 //! `digests`: `{"sha256": "<hex>", "sha512": "<hex>"}` (values may also be
 //! `sha256:<hex>`) or an array of `algo:<hex>` strings.
 
-pub mod cli;
 mod error;
 mod fsio;
 mod local;
@@ -47,6 +46,7 @@ pub use imgbuild_store_format::Day;
 pub use local::{LocalStore, VersionInfo};
 pub use staging::Staging;
 pub use sums::{SumsEntry, format_sums, sums_file_name};
+pub(crate) use verify::verify_dir;
 pub use verify::{Problem, VerifyReport};
 pub use versions::{compare as compare_versions, validate_channel, validate_name, validate_version};
 

@@ -193,14 +193,15 @@ pub fn summary(results: &[CheckResult]) -> (usize, usize) {
     (passed, results.len() - passed)
 }
 
-/// Writes [`render_table`] to stderr line by line (without tearing progress
-/// bars). Prints nothing in `--output json` mode, where callers emit events.
+/// Reports [`render_table`] as text for people: JSON runs get
+/// `check_finished` events instead; `-q` shows the table only on a failure.
+pub fn report_table(report: &crate::report::BuildReporter, results: &[CheckResult]) {
+    let level = if results.iter().all(|r| r.passed) { crate::report::Level::Info } else { crate::report::Level::Error };
+    report.text(level, &render_table(results));
+}
+
+/// [`report_table`] on the fallback reporter. Transitional: removed once
+/// `build/verify_step.rs` passes its `BuildReporter`.
 pub fn print_table(results: &[CheckResult]) {
-    // JSON runs get `check_finished` events; `-q` shows only failures.
-    if crate::ui::is_json() || (crate::ui::is_quiet() && results.iter().all(|r| r.passed)) {
-        return;
-    }
-    for line in render_table(results).lines() {
-        crate::ui::eprintln_raw(line);
-    }
+    report_table(&crate::report::legacy::reporter(), results);
 }

@@ -13,9 +13,21 @@ use std::collections::BTreeSet;
 use imgbuild_aws::ec2::{self as api, Ec2, TaggedResource};
 
 use crate::build::liveness::{self, Liveness};
-use crate::cli::GcArgs;
-use crate::error::{ExitCode, chain};
-use crate::ui;
+use crate::error::chain;
+use crate::report::BuildReporter;
+
+/// What `imgbuild gc` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    /// Regions to clean; empty: the AWS chain's region.
+    pub regions: Vec<String>,
+    /// Also reap resources created longer ago than this, whatever their expiry tag says.
+    pub older_than: Option<std::time::Duration>,
+    /// Report what would be deleted, delete nothing.
+    pub dry_run: bool,
+    /// An EC2-compatible endpoint.
+    pub endpoint_url: Option<String>,
+}
 
 /// Why a resource is reaped or spared.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,24 +63,21 @@ pub fn judge(
     Verdict::Spare("not expired")
 }
 
-pub async fn run(args: &GcArgs) -> ExitCode {
-    let home = match Ec2::connect(args.region.first().map(String::as_str), args.endpoint_url.as_deref()).await {
-        Ok(api) => api,
-        Err(e) => {
-            crate::app::report_error(&chain(&e));
-            return ExitCode::Usage;
-        }
-    };
-    let regions = if args.region.is_empty() { vec![home.region().to_string()] } else { args.region.clone() };
+/// Sweeps every region, reporting each decision and deletion. `Err`: no
+/// EC2 connection at all; `Ok(false)`: some region or deletion failed
+/// (reported).
+pub async fn run(args: &GcOptions, report: &BuildReporter) -> Result<bool, api::Ec2Error> {
+    let home = Ec2::connect(args.regions.first().map(String::as_str), args.endpoint_url.as_deref()).await?;
+    let regions = if args.regions.is_empty() { vec![home.region().to_string()] } else { args.regions.clone() };
     let now = jiff::Timestamp::now();
     let mut failed = false;
     let mut dead_builds = BTreeSet::new();
     for region in &regions {
         let api = home.in_region(region);
-        match gc_region(&api, args, now, &mut dead_builds).await {
+        match gc_region(&api, args, report, now, &mut dead_builds).await {
             Ok(ok) => failed |= !ok,
             Err(e) => {
-                crate::app::report_error(&format!("{region}: {}", chain(&e)));
+                report.error(format!("{region}: {}", chain(&e)));
                 failed = true;
             }
         }
@@ -76,13 +85,14 @@ pub async fn run(args: &GcArgs) -> ExitCode {
     if !args.dry_run && !failed {
         dead_builds.iter().for_each(|id| liveness::forget(id));
     }
-    if failed { ExitCode::BuildFailed } else { ExitCode::Success }
+    Ok(!failed)
 }
 
 /// `Ok(false)` when some deletion failed.
 async fn gc_region(
     api: &Ec2,
-    args: &GcArgs,
+    args: &GcOptions,
+    report: &BuildReporter,
     now: jiff::Timestamp,
     dead_builds: &mut BTreeSet<String>,
 ) -> Result<bool, api::Ec2Error> {
@@ -90,17 +100,17 @@ async fn gc_region(
     let mut doomed = Vec::new();
     for r in tagged.resources {
         let state = liveness::liveness(r.build_id());
-        let verdict = judge(&r, state, now, args.older_than.map(|d| d.0));
+        let verdict = judge(&r, state, now, args.older_than);
         let line = |what: &str, why: &str| {
             format!("{what} {} {} in {} (build {}): {why}", r.kind.as_str(), r.id, api.region(), r.build_id())
         };
         match verdict {
-            Verdict::Spare(why) => ui::info(line("keeping", why)),
+            Verdict::Spare(why) => report.info(line("keeping", why)),
             Verdict::Reap(why) => {
                 if state == Liveness::Dead {
                     dead_builds.insert(r.build_id().to_string());
                 }
-                ui::info(line(if args.dry_run { "would delete" } else { "deleting" }, why));
+                report.info(line(if args.dry_run { "would delete" } else { "deleting" }, why));
                 doomed.push(r);
             }
         }
@@ -112,10 +122,16 @@ async fn gc_region(
     for outcome in api.sweep(&doomed, std::time::Duration::from_secs(900)).await {
         let r = &outcome.resource;
         match outcome.error {
-            None => ui::info(format!("deleted {} {} in {}", r.kind.as_str(), r.id, api.region())),
+            None => report.info(format!("deleted {} {} in {}", r.kind.as_str(), r.id, api.region())),
             Some(e) => {
                 ok = false;
-                ui::warn(format!("could not delete {} {} in {}: {}", r.kind.as_str(), r.id, api.region(), chain(&e)));
+                report.warn(format!(
+                    "could not delete {} {} in {}: {}",
+                    r.kind.as_str(),
+                    r.id,
+                    api.region(),
+                    chain(&e)
+                ));
             }
         }
     }

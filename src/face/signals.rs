@@ -5,9 +5,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::ui;
+use crate::report::BuildReporter;
 
-pub fn watch(cancel: CancellationToken) -> JoinHandle<()> {
+pub fn watch(cancel: CancellationToken, report: BuildReporter) -> JoinHandle<()> {
     tokio::spawn(async move {
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             tracing::warn!("cannot install signal handlers; Ctrl-C will not clean up");
@@ -19,9 +19,9 @@ pub fn watch(cancel: CancellationToken) -> JoinHandle<()> {
                 _ = term.recv() => "SIGTERM",
             };
             if cancel.is_cancelled() {
-                ui::warn(format!("{name} received again: cleanup is in progress and will finish first"));
+                report.warn(format!("{name} received again: cleanup is in progress and will finish first"));
             } else {
-                ui::warn(format!("{name} received: stopping and cleaning up"));
+                report.warn(format!("{name} received: stopping and cleaning up"));
                 cancel.cancel();
             }
         }

@@ -6,23 +6,26 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::cli::{BuildArgs, Cli, Command, InspectArgs, OnErrorArg, ValidateArgs, VarArgs};
+use super::terminal::{self, UiOptions};
+use super::{report_error, reporter};
 use crate::build::{self, BuildSettings, BuildState};
-use crate::cli::{BuildArgs, Cli, Command, InspectArgs, OnErrorArg, ValidateArgs, VarArgs};
 use crate::communicator::KeyPair;
 use crate::error::{ExitCode, chain};
+use crate::report::{BuildReporter, Event, Status, StepTiming, legacy};
 use crate::runner::{OnError, Outcome, RunFailure, Runner};
 use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs, diag::display_path};
-use crate::ui::{self, Event, UiOptions, events::Status};
 
 pub fn run(cli: Cli) -> i32 {
     let verbosity = if cli.global.quiet { -1 } else { cli.global.verbose.min(2) as i8 };
-    ui::init(UiOptions {
+    terminal::init(UiOptions {
         format: cli.global.output,
         color: cli.global.color,
         no_progress: cli.global.no_progress,
         verbosity,
     });
-    ui::init_tracing(verbosity);
+    terminal::init_tracing(verbosity);
+    legacy::install(reporter());
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -36,28 +39,24 @@ pub fn run(cli: Cli) -> i32 {
             Command::Validate(args) => validate(&args),
             Command::Inspect(args) if args.digest => inspect_digest(&args).await,
             Command::Inspect(args) => inspect(&args),
-            Command::Changed(args) => crate::changed::run(&args),
-            Command::Gc(args) => gc(&args).await,
+            Command::Changed(args) => super::changed::run(&args),
+            Command::Gc(args) => super::gc::run(&args).await,
             Command::Test(args) => test(args).await,
-            Command::Versions(args) => crate::store::cli::versions(&args).await,
-            Command::Show(args) => crate::store::cli::show(&args).await,
-            Command::Promote(args) => crate::store::cli::promote(&args).await,
-            Command::VerifyArtifact(args) => crate::store::cli::verify_artifact(&args).await,
-            Command::Prune(args) => crate::store::cli::prune(&args).await,
-            Command::Lint(args) => crate::lint::run(&args),
-            Command::Fmt(args) => crate::fmt::run(&args),
+            Command::Versions(args) => super::store::versions(&args).await,
+            Command::Show(args) => super::store::show(&args).await,
+            Command::Promote(args) => super::store::promote(&args).await,
+            Command::VerifyArtifact(args) => super::store::verify_artifact(&args).await,
+            Command::Prune(args) => super::store::prune(&args).await,
+            Command::Lint(args) => super::lint::run(&args),
+            Command::Fmt(args) => super::fmt::run(&args),
             Command::Schema => {
                 let schema = crate::template::schema::template_schema();
-                ui::print_stdout(&serde_json::to_string_pretty(&schema).unwrap_or_default());
+                terminal::print_stdout(&serde_json::to_string_pretty(&schema).unwrap_or_default());
                 ExitCode::Success
             }
         }
     });
     code.code()
-}
-
-pub fn report_error(message: &str) {
-    ui::emit(Event::Log { level: ui::Level::Error, source: None, message: message.to_string() });
 }
 
 pub fn new_build_id() -> String {
@@ -101,8 +100,8 @@ fn load(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<Loaded, 
 fn report_template_error(e: &TemplateError) {
     match e {
         // Diagnostics are already complete; print them as they are.
-        TemplateError::Invalid(d) if ui::is_json() => d.0.iter().for_each(|d| report_error(&d.to_string())),
-        TemplateError::Invalid(d) => ui::eprintln_raw(&d.to_string()),
+        TemplateError::Invalid(d) if terminal::is_json() => d.0.iter().for_each(|d| report_error(&d.to_string())),
+        TemplateError::Invalid(d) => terminal::eprintln_raw(&d.to_string()),
         other => report_error(&chain(other)),
     }
 }
@@ -114,12 +113,12 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             Ok(loaded) => match build::plan(&loaded) {
                 Ok(_) => {
                     if !cfg!(feature = "aws") && !build::publish::s3_targets(&loaded).is_empty() {
-                        ui::warn(format!(
+                        reporter().warn(format!(
                             "{}: publishing to s3 needs AWS support, but this imgbuild was built without it (cargo feature `aws`)",
                             display_path(path)
                         ));
                     }
-                    ui::info(format!("{}: ok", display_path(path)))
+                    reporter().info(format!("{}: ok", display_path(path)))
                 }
                 Err(e) => {
                     report_error(&format!("{}: {}", display_path(path), chain(&e)));
@@ -138,8 +137,8 @@ async fn inspect_digest(args: &InspectArgs) -> ExitCode {
         Err(code) => return code,
     };
     match input_digest(&loaded, &args.vars.var_files).await {
-        Ok(d) if ui::is_json() => ui::print_stdout(&d.to_json().to_string()),
-        Ok(d) => ui::print_stdout(&d.render_text()),
+        Ok(d) if terminal::is_json() => terminal::print_stdout(&d.to_json().to_string()),
+        Ok(d) => terminal::print_stdout(&d.render_text()),
         Err(code) => return code,
     }
     ExitCode::Success
@@ -179,7 +178,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
     let mut doc = serde_json::json!({ "template": loaded.resolved_json(), "steps": steps });
     crate::redact::scrub_json(&mut doc);
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    ui::print_stdout(&text);
+    terminal::print_stdout(&text);
     ExitCode::Success
 }
 
@@ -192,9 +191,10 @@ async fn build(args: BuildArgs) -> ExitCode {
         Ok(d) => d,
         Err(code) => return code,
     };
+    let report = reporter().for_build(&loaded.build_id);
     if args.if_changed
         && !args.force
-        && let Some(code) = skip_if_unchanged(&loaded, &store, &digest, &args)
+        && let Some(code) = skip_if_unchanged(&loaded, &store, &digest, &args, &report)
     {
         return code;
     }
@@ -207,14 +207,14 @@ async fn build(args: BuildArgs) -> ExitCode {
         }
     };
     let t = &loaded.template;
-    ui::emit(Event::BuildStarted {
+    report.emit(Event::BuildStarted {
         build_id: loaded.build_id.clone(),
         name: t.name.clone(),
         version: serde_json::to_value(&t.version).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
         template: display_path(&loaded.path),
     });
     let cancel = CancellationToken::new();
-    let signals = crate::signals::watch(cancel.clone());
+    let signals = super::signals::watch(cancel.clone(), report.clone());
     let on_error = match args.on_error {
         OnErrorArg::Cleanup => OnError::Cleanup,
         OnErrorArg::Abort => OnError::Abort,
@@ -223,12 +223,12 @@ async fn build(args: BuildArgs) -> ExitCode {
     let mut settings = BuildSettings::new(store);
     settings.junit = args.junit.clone();
     settings.keep_on_error = on_error == OnError::Abort;
-    let mut state = BuildState::new(loaded.clone(), settings, version);
+    let mut state = BuildState::new(loaded.clone(), settings, version, report.clone());
     state.ssh_key = build_key().ok();
     state.input_digest = Some(digest);
-    let outcome = Runner { cancel, on_error }.run(&steps, &mut state).await;
+    let outcome = run_steps(Runner { cancel, on_error, report: report.clone() }, &steps, &mut state).await;
     if let Some(path) = &args.metrics_file {
-        write_build_metrics(path, &state, &outcome, started.elapsed());
+        write_build_metrics(path, &state, &outcome, started.elapsed(), &report);
     }
     if !outcome.kept.is_empty() {
         state.keep_resources();
@@ -236,7 +236,20 @@ async fn build(args: BuildArgs) -> ExitCode {
     let published = state.export.as_ref().map(|e| e.published.clone()).unwrap_or_default();
     drop(state);
     signals.abort();
-    finish(outcome, started, published)
+    finish(&report, outcome, started, published)
+}
+
+/// Runs the steps with `runner.report` as the fallback reporter too, so the
+/// lines of steps not yet handed a reporter carry the build id.
+async fn run_steps(
+    runner: Runner,
+    steps: &[Box<dyn crate::runner::Step<BuildState>>],
+    state: &mut BuildState,
+) -> Outcome {
+    legacy::install(runner.report.clone());
+    let outcome = runner.run(steps, state).await;
+    legacy::install(reporter());
+    outcome
 }
 
 /// `--if-changed`: `Some(exit code)` when the latest published version was
@@ -246,6 +259,7 @@ fn skip_if_unchanged(
     store_dir: &Path,
     digest: &crate::digest::InputDigest,
     args: &BuildArgs,
+    report: &BuildReporter,
 ) -> Option<ExitCode> {
     let name = &loaded.template.name;
     let store = crate::store::LocalStore::open_existing(store_dir).ok()?;
@@ -255,12 +269,12 @@ fn skip_if_unchanged(
         {
             let changed = crate::digest::changed_parts(&crate::digest::manifest_parts(&manifest), &digest.parts);
             if !changed.is_empty() {
-                ui::info(format!("inputs changed since {name}@{latest}: {}", changed.join(", ")));
+                report.info(format!("inputs changed since {name}@{latest}: {}", changed.join(", ")));
             }
         }
         return None;
     };
-    ui::info(format!("{name}@{version} is up to date (input digest {}); nothing to build", digest.digest));
+    report.info(format!("{name}@{version} is up to date (input digest {}); nothing to build", digest.digest));
     if let Some(path) = &args.metrics_file {
         let bytes = store.manifest(name, &version).map(|m| crate::metrics::manifest_artifact_bytes(&m)).unwrap_or(0);
         let m = crate::metrics::BuildMetrics {
@@ -274,7 +288,7 @@ fn skip_if_unchanged(
             up_to_date: true,
         };
         if let Err(e) = crate::metrics::write_metrics(path, &m) {
-            ui::warn(chain(&e));
+            report.warn(chain(&e));
         }
     }
     Some(ExitCode::Success)
@@ -285,6 +299,7 @@ fn write_build_metrics(
     state: &BuildState,
     outcome: &crate::runner::Outcome,
     duration: std::time::Duration,
+    report: &BuildReporter,
 ) {
     let success = outcome.result.is_ok() && outcome.cleanup_errors.is_empty();
     let artifact_bytes = state
@@ -311,12 +326,12 @@ fn write_build_metrics(
         up_to_date: false,
     };
     if let Err(e) = crate::metrics::write_metrics(path, &m) {
-        ui::warn(chain(&e));
+        report.warn(chain(&e));
     }
 }
 
 /// `imgbuild test`: the verify block against an already published artifact.
-async fn test(args: crate::cli::TestArgs) -> ExitCode {
+async fn test(args: super::cli::TestArgs) -> ExitCode {
     let loaded = match load(&args.template, &args.vars, None) {
         Ok(l) => Arc::new(l),
         Err(code) => return code,
@@ -333,7 +348,8 @@ async fn test(args: crate::cli::TestArgs) -> ExitCode {
         report_error("the template has no `verify` checks to run");
         return ExitCode::Usage;
     }
-    ui::info(format!("testing {}", image.display()));
+    let report = reporter().for_build(&loaded.build_id);
+    report.info(format!("testing {}", image.display()));
     let steps = match build::test_plan(&loaded, image) {
         Ok(steps) => steps,
         Err(e) => {
@@ -344,14 +360,15 @@ async fn test(args: crate::cli::TestArgs) -> ExitCode {
     let mut settings = BuildSettings::new(store_dir);
     settings.junit = args.junit.clone();
     let cancel = CancellationToken::new();
-    let signals = crate::signals::watch(cancel.clone());
+    let signals = super::signals::watch(cancel.clone(), report.clone());
     let started = Instant::now();
     let version = version_text(&loaded.template.version);
-    let mut state = BuildState::new(loaded, settings, version);
-    let outcome = Runner { cancel, on_error: OnError::Cleanup }.run(&steps, &mut state).await;
+    let mut state = BuildState::new(loaded, settings, version, report.clone());
+    let runner = Runner { cancel, on_error: OnError::Cleanup, report: report.clone() };
+    let outcome = run_steps(runner, &steps, &mut state).await;
     drop(state);
     signals.abort();
-    finish(outcome, started, Vec::new())
+    finish(&report, outcome, started, Vec::new())
 }
 
 /// The bootable image file of a published artifact (`NAME@X`, or `@X` for the template's name).
@@ -369,17 +386,6 @@ fn published_image(loaded: &Loaded, store_dir: &Path, spec: &str) -> Result<std:
         .ok_or_else(|| format!("{name}@{version} has no image file QEMU can boot"))
 }
 
-#[cfg(feature = "aws")]
-async fn gc(args: &crate::cli::GcArgs) -> ExitCode {
-    crate::builder::ec2::gc::run(args).await
-}
-
-#[cfg(not(feature = "aws"))]
-async fn gc(_: &crate::cli::GcArgs) -> ExitCode {
-    report_error("this imgbuild was built without AWS support (cargo feature `aws`)");
-    ExitCode::Usage
-}
-
 /// Loads the template and settles the version: `auto` becomes the next free
 /// date version in the store(s); an explicit version that is already
 /// published (locally or in an S3 target) is refused before anything starts
@@ -393,7 +399,7 @@ async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String
     }
     let local = build::publish::publishes_locally(&loaded);
     if !local && args.store.is_some() {
-        ui::warn(
+        reporter().warn(
             "--store is not used: the template publishes to S3 only (add a `local` publish target to keep a local copy)",
         );
     }
@@ -446,21 +452,21 @@ fn version_text(v: &template::VersionSpec) -> String {
 }
 
 /// Per-step durations, slowest marked, for people reading a build log.
-fn print_step_summary(timings: &[crate::ui::events::StepTiming]) {
-    if timings.len() < 2 || ui::is_json() || ui::is_quiet() {
+fn print_step_summary(timings: &[StepTiming]) {
+    if timings.len() < 2 || terminal::is_json() || terminal::is_quiet() {
         return;
     }
     let width = timings.iter().map(|t| t.step.len()).max().unwrap_or(0);
     let slowest = timings.iter().map(|t| t.duration_ms).max().unwrap_or(0);
-    ui::eprintln_raw("    step timings:");
+    terminal::eprintln_raw("    step timings:");
     for t in timings {
         let mark = if t.duration_ms == slowest { "  <- slowest" } else { "" };
-        ui::eprintln_raw(&format!("      {:width$}  {:>7}{mark}", t.step, ui::events::secs(t.duration_ms)));
+        terminal::eprintln_raw(&format!("      {:width$}  {:>7}{mark}", t.step, terminal::secs(t.duration_ms)));
     }
 }
 
 /// Prints the summary and the `result` event; returns the exit code.
-fn finish(outcome: Outcome, started: Instant, published: Vec<String>) -> ExitCode {
+fn finish(report: &BuildReporter, outcome: Outcome, started: Instant, published: Vec<String>) -> ExitCode {
     let (status, code, error) = match (&outcome.result, outcome.cleanup_errors.is_empty()) {
         (_, false) => (Status::CleanupFailed, ExitCode::CleanupFailed, outcome.result.as_ref().err().map(|e| chain(e))),
         (Ok(()), true) => (Status::Success, ExitCode::Success, None),
@@ -468,19 +474,19 @@ fn finish(outcome: Outcome, started: Instant, published: Vec<String>) -> ExitCod
         (Err(e), true) => (Status::Failed, ExitCode::BuildFailed, Some(chain(e))),
     };
     if let Some(e) = &error {
-        report_error(e);
+        report.error(e.as_str());
     }
     let mut left_behind: Vec<String> = outcome.cleanup_errors.iter().map(|(what, e)| format!("{what} ({e})")).collect();
     left_behind.extend(outcome.kept.iter().cloned());
     for item in &left_behind {
-        ui::eprintln_raw(&format!("    left behind: {item}"));
+        terminal::eprintln_raw(&format!("    left behind: {item}"));
     }
     let duration_ms = started.elapsed().as_millis() as u64;
     print_step_summary(&outcome.timings);
     if status == Status::Success {
-        ui::info(format!("finished in {}", ui::events::secs(duration_ms)));
+        report.info(format!("finished in {}", terminal::secs(duration_ms)));
     }
-    ui::emit(Event::Result {
+    report.emit(Event::Result {
         status,
         exit_code: code.code(),
         duration_ms,

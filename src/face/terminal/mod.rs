@@ -1,21 +1,23 @@
-//! The one place that writes to the terminal.
+//! The one place that writes to the terminal, and [`TerminalReporter`], the
+//! [`Reporter`] every build and command of the command line reports through.
 //!
 //! With `--output json`, stdout carries one JSON event per line and nothing
 //! else; human text always goes to stderr. Every line passes through
 //! [`crate::redact::scrub`] on its way out.
 
-pub mod events;
+mod human;
 mod logging;
 mod progress;
 
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 
-pub use events::{Event, Level};
+pub use human::secs;
 pub use logging::init_tracing;
 pub use progress::ByteProgress;
 
 use crate::redact;
+use crate::report::{Event, Level, ProgressSink, Reporter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -108,11 +110,15 @@ pub fn is_json() -> bool {
     ui().format == OutputFormat::Json
 }
 
-/// Emits a machine event (JSON mode) and its human form (stderr).
-pub fn emit(event: Event) {
+/// Emits a machine event (JSON mode, with `build_id` when there is one) and
+/// its human form (stderr).
+pub fn emit(build_id: Option<&str>, event: Event) {
     let ui = ui();
     if ui.format == OutputFormat::Json {
         if let Ok(mut value) = serde_json::to_value(&event) {
+            if let (Some(id), Some(object)) = (build_id, value.as_object_mut()) {
+                object.entry("build_id").or_insert_with(|| id.into());
+            }
             redact::scrub_json(&mut value);
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{value}");
@@ -123,12 +129,22 @@ pub fn emit(event: Event) {
             return;
         }
     }
-    if let Some(line) = event.human() {
+    if let Some(line) = human::line(&event) {
         if ui.quiet && !matches!(event.level(), Level::Warn | Level::Error) {
             return;
         }
         eprintln_raw(&line);
     }
+}
+
+/// Text for people: stderr in text mode, nothing in JSON mode; quiet keeps
+/// warnings and errors.
+pub fn human_text(level: Level, text: &str) {
+    let ui = ui();
+    if ui.format == OutputFormat::Json || (ui.quiet && !matches!(level, Level::Warn | Level::Error)) {
+        return;
+    }
+    text.lines().for_each(eprintln_raw);
 }
 
 /// Writes one already-formatted line to stderr without tearing progress bars.
@@ -148,23 +164,27 @@ pub fn print_stdout(text: &str) {
     let _ = out.flush();
 }
 
-pub fn info(message: impl Into<String>) {
-    emit(Event::Log { level: Level::Info, source: None, message: message.into() });
-}
-
-pub fn warn(message: impl Into<String>) {
-    emit(Event::Warning { message: message.into() });
-}
-
-/// A line of guest or tool output, attributed to the step that produced it.
-pub fn output(source: &str, line: &str) {
-    emit(Event::Log { level: Level::Info, source: Some(source.to_string()), message: line.to_string() });
-}
-
 pub fn progress_mode() -> ProgressMode {
     ui().progress
 }
 
 pub(crate) fn multi() -> &'static indicatif::MultiProgress {
     &ui().multi
+}
+
+/// The command line's [`Reporter`]: the terminal, or the JSON event stream.
+pub struct TerminalReporter;
+
+impl Reporter for TerminalReporter {
+    fn event(&self, build_id: Option<&str>, event: Event) {
+        emit(build_id, event);
+    }
+
+    fn text(&self, _: Option<&str>, level: Level, text: &str) {
+        human_text(level, text);
+    }
+
+    fn progress(&self, _: Option<&str>, label: &str, total: Option<u64>) -> Box<dyn ProgressSink> {
+        Box::new(ByteProgress::new(label, total))
+    }
 }

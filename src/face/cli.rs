@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::ui::{ColorChoice, OutputFormat};
+use super::terminal::{ColorChoice, OutputFormat};
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -72,23 +72,23 @@ pub enum Command {
     /// Run the template's verify checks against a published artifact (no rebuild)
     Test(TestArgs),
     /// List the published versions of an image
-    Versions(crate::store::cli::VersionsArgs),
+    Versions(super::store::VersionsArgs),
     /// Print the manifest of NAME[@VERSION|@CHANNEL]
-    Show(crate::store::cli::ShowArgs),
+    Show(super::store::ShowArgs),
     /// Point a channel (e.g. `stable`) at a published version
-    Promote(crate::store::cli::PromoteArgs),
+    Promote(super::store::PromoteArgs),
     /// Recompute an artifact's digests against SHA256SUMS and its manifest
-    VerifyArtifact(crate::store::cli::VerifyArtifactArgs),
+    VerifyArtifact(super::store::VerifyArtifactArgs),
     /// Remove old versions, keeping the newest N and every channel's target
-    Prune(crate::store::cli::PruneArgs),
+    Prune(super::store::PruneArgs),
     /// Check templates for mistakes and risky practice (rules IB001…; see docs/lint/)
-    Lint(crate::lint::LintArgs),
+    Lint(super::lint::LintArgs),
     /// Rewrite templates in the canonical layout, keeping comments (--check: diff, exit 1)
-    Fmt(crate::fmt::FmtArgs),
+    Fmt(super::fmt::FmtArgs),
     /// Print the template JSON Schema (2020-12), for editors and validators
     Schema,
     /// List the templates whose build inputs changed since a git ref (for CI matrices)
-    Changed(crate::changed::ChangedArgs),
+    Changed(super::changed::ChangedArgs),
     /// Delete EC2 resources left by dead or expired ec2 builds (tagged imgbuild:build-id)
     Gc(GcArgs),
 }

@@ -111,3 +111,21 @@ fn describe(s: &LineState) -> String {
         _ => format!("{}, {rate}/s", HumanBytes(s.position)),
     }
 }
+
+impl crate::report::ProgressSink for ByteProgress {
+    fn set_total(&self, total: Option<u64>) {
+        ByteProgress::set_total(self, total);
+    }
+
+    fn set_position(&self, position: u64) {
+        ByteProgress::set_position(self, position);
+    }
+
+    fn inc(&self, delta: u64) {
+        ByteProgress::inc(self, delta);
+    }
+
+    fn finish(&self) {
+        ByteProgress::finish(self);
+    }
+}

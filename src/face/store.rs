@@ -1,16 +1,17 @@
 //! `imgbuild versions|show|promote|verify-artifact|prune`: store commands,
 //! on a local store or, with `--store s3://BUCKET/PREFIX`, an S3 store.
 //!
-//! Data goes to stdout (`ui::print_stdout`); with `--output json` it is one JSON
-//! value. Errors go through [`crate::app::report_error`].
+//! Data goes to stdout (`terminal::print_stdout`); with `--output json` it is one JSON
+//! value. Errors go through [`crate::face::report_error`].
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::s3::StoreLocation;
-use super::{LocalStore, StoreError};
 use crate::error::{ExitCode, chain};
+use crate::face::terminal;
+use crate::store::s3::StoreLocation;
+use crate::store::{LocalStore, StoreError};
 
 /// `--store`, shared by every store command.
 #[derive(Debug, Clone, Args)]
@@ -100,7 +101,7 @@ pub async fn versions(args: &VersionsArgs) -> ExitCode {
     run(|| {
         let store = LocalStore::open_existing(&args.store.store)?;
         let list = store.versions(&args.name)?;
-        if crate::ui::is_json() {
+        if terminal::is_json() {
             print_json(&serde_json::to_value(&list).unwrap_or_default());
         } else {
             let rows = list.iter().map(|v| row(&v.version, v.created_at.as_deref(), v.size, &v.channels)).collect();
@@ -125,11 +126,11 @@ pub async fn show(args: &ShowArgs) -> ExitCode {
 }
 
 fn print_manifest(manifest: &serde_json::Value) {
-    if crate::ui::is_json() {
+    if terminal::is_json() {
         print_json(manifest);
     } else {
         let text = serde_json::to_string_pretty(manifest).unwrap_or_default();
-        crate::ui::print_stdout(&text);
+        terminal::print_stdout(&text);
     }
 }
 
@@ -149,7 +150,7 @@ pub async fn promote(args: &PromoteArgs) -> ExitCode {
 
 fn print_promoted(args: &PromoteArgs, previous: Option<String>) {
     {
-        if crate::ui::is_json() {
+        if terminal::is_json() {
             print_json(&serde_json::json!({
                 "name": args.name,
                 "version": args.version,
@@ -158,7 +159,7 @@ fn print_promoted(args: &PromoteArgs, previous: Option<String>) {
             }));
         } else {
             let was = previous.map(|p| format!(" (was {p})")).unwrap_or_default();
-            crate::ui::print_stdout(&format!("{}: {} -> {}{was}", args.name, args.channel, args.version));
+            terminal::print_stdout(&format!("{}: {} -> {}{was}", args.name, args.channel, args.version));
         }
     }
 }
@@ -175,7 +176,7 @@ pub async fn verify_artifact(args: &VerifyArtifactArgs) -> ExitCode {
     run(|| {
         let dir = target_dir(&args.target, &args.store.store)?;
         // Verifying a plain directory needs no store, and must not create one.
-        let report = super::verify::verify_dir(&dir)?;
+        let report = crate::store::verify_dir(&dir)?;
         Ok(print_report(&report, &report.dir.display().to_string(), &report.problems))
     })
 }
@@ -195,11 +196,11 @@ pub async fn prune(args: &PruneArgs) -> ExitCode {
 }
 
 fn print_pruned(name: &str, removed: &[String]) {
-    if crate::ui::is_json() {
+    if terminal::is_json() {
         print_json(&serde_json::json!({ "name": name, "removed": removed }));
     } else {
         for version in removed {
-            crate::ui::print_stdout(&format!("removed {name}@{version}"));
+            terminal::print_stdout(&format!("removed {name}@{version}"));
         }
     }
 }
@@ -214,7 +215,7 @@ fn finish(result: Result<ExitCode, StoreError>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            crate::app::report_error(&chain(&e));
+            crate::face::report_error(&chain(&e));
             if is_usage_error(&e) { ExitCode::Usage } else { ExitCode::BuildFailed }
         }
     }
@@ -266,7 +267,7 @@ fn target_dir(target: &str, store_root: &Path) -> Result<PathBuf, StoreError> {
 /// Prints a verification report of either store; `location` prefixes each problem.
 fn print_report(report: &impl serde::Serialize, location: &str, problems: &[crate::store::Problem]) -> ExitCode {
     let ok = problems.is_empty();
-    if crate::ui::is_json() {
+    if terminal::is_json() {
         let mut value = serde_json::to_value(report).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.insert("ok".into(), ok.into());
@@ -274,25 +275,25 @@ fn print_report(report: &impl serde::Serialize, location: &str, problems: &[crat
         print_json(&value);
     }
     if ok {
-        if !crate::ui::is_json() {
-            crate::ui::print_stdout("ok");
+        if !terminal::is_json() {
+            terminal::print_stdout("ok");
         }
         return ExitCode::Success;
     }
     for problem in problems {
-        crate::app::report_error(&format!("{location}: {problem}"));
+        crate::face::report_error(&format!("{location}: {problem}"));
     }
     let bad = imgbuild_store_format::bad_files(problems);
-    crate::app::report_error(&format!("verification failed: {}", bad.join(", ")));
+    crate::face::report_error(&format!("verification failed: {}", bad.join(", ")));
     ExitCode::BuildFailed
 }
 
 fn print_json(value: &serde_json::Value) {
-    crate::ui::print_stdout(&value.to_string());
+    terminal::print_stdout(&value.to_string());
 }
 
 fn row(version: &str, created_at: Option<&str>, size: u64, channels: &[String]) -> [String; 4] {
-    [version.to_string(), created_at.unwrap_or("-").to_string(), human_size(size), channels.join(",")]
+    [version.to_string(), created_at.unwrap_or("-").to_string(), crate::report::human_size(size), channels.join(",")]
 }
 
 fn print_table(rows: Vec<[String; 4]>) {
@@ -314,23 +315,8 @@ fn print_table(rows: Vec<[String; 4]>) {
             w1 = widths[1],
             w2 = widths[2],
         );
-        crate::ui::print_stdout(line.trim_end());
+        terminal::print_stdout(line.trim_end());
     }
-}
-
-/// `512 B`, `1.5 KiB`, `20.0 GiB`.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// The store commands on `--store s3://BUCKET/PREFIX`.
@@ -338,12 +324,13 @@ pub fn human_size(bytes: u64) -> String {
 mod remote {
     use super::{PromoteArgs, PruneArgs, print_json, print_manifest, print_promoted, print_pruned, print_table, row};
     use crate::error::ExitCode;
+    use crate::face::terminal;
     use crate::store::StoreError;
     use crate::store::s3::open_url;
 
     pub async fn versions(bucket: &str, prefix: &str, name: &str) -> Result<ExitCode, StoreError> {
         let list = open_url(bucket, prefix).await?.list_versions(name).await?;
-        if crate::ui::is_json() {
+        if terminal::is_json() {
             // The local store's fields, with `url` where a local listing has `path`.
             let items: Vec<serde_json::Value> = list
                 .iter()
@@ -422,17 +409,5 @@ mod remote {
 
     pub async fn verify(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
         unsupported()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(20 * 1024 * 1024 * 1024), "20.0 GiB");
     }
 }

@@ -1,8 +1,9 @@
-//! The `--output json` event stream: one object per line on stdout, each
-//! with an `event` field. Documented in `docs/cli.md`; add fields, never
-//! rename them.
+//! The events a build produces. With `--output json` the face writes one
+//! object per line on stdout, each with an `event` field (and `build_id`
+//! when the reporter belongs to a build). Documented in `docs/cli.md`; add
+//! fields, never rename them. How people see them is the face's business
+//! (`face::terminal`).
 
-use console::style;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,10 +100,6 @@ pub struct StepTiming {
     pub duration_ms: u64,
 }
 
-pub fn secs(ms: u64) -> String {
-    format!("{:.1}s", ms as f64 / 1000.0)
-}
-
 impl Event {
     pub fn level(&self) -> Level {
         match self {
@@ -112,37 +109,5 @@ impl Event {
             Event::Result { status, .. } if *status != Status::Success => Level::Error,
             _ => Level::Info,
         }
-    }
-
-    /// The line a person reads on stderr, or `None` for events only machines need.
-    pub fn human(&self) -> Option<String> {
-        Some(match self {
-            Event::BuildStarted { name, version, build_id, .. } => {
-                format!("{} {name} {version} (build {build_id})", style("==>").bold().cyan())
-            }
-            Event::StepStarted { step, index, total } => {
-                format!("{} [{}/{total}] {step}", style("==>").bold().cyan(), index + 1)
-            }
-            Event::StepFinished { ok: true, .. } => return None,
-            Event::StepFinished { step, duration_ms, .. } => {
-                format!("{} {step} failed after {}", style("!!").red().bold(), secs(*duration_ms))
-            }
-            Event::CleanupFinished { cleanup, ok: true, .. } => format!("    cleaned up: {cleanup}"),
-            Event::CleanupFinished { cleanup, error, .. } => format!(
-                "{} cleanup failed: {cleanup}: {}",
-                style("!!").red().bold(),
-                error.as_deref().unwrap_or("unknown error")
-            ),
-            Event::Log { source: Some(source), message, .. } => {
-                format!("    {} {message}", style(format!("{source}:")).dim())
-            }
-            Event::Log { level: Level::Error, message, .. } => format!("{} {message}", style("error:").red().bold()),
-            Event::Log { message, .. } => format!("    {message}"),
-            Event::Warning { message } => {
-                format!("{} {message}", style("warning:").yellow().bold())
-            }
-            // The publish step logs the human line itself.
-            Event::Result { .. } | Event::CheckFinished { .. } | Event::Published { .. } => return None,
-        })
     }
 }

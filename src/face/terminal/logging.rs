@@ -1,4 +1,4 @@
-//! Routes `tracing` records through the UI, so logs are redacted, do not
+//! Routes `tracing` records through the terminal, so logs are redacted, do not
 //! tear progress bars, and become `log` events in JSON mode.
 
 use std::fmt::Write as _;
@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-use super::{Event, Level, emit};
+use super::emit;
+use crate::report::{Event, Level};
 
 struct UiLayer;
 
@@ -49,8 +50,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UiLayer {
         };
         let message = format!("{}{}", visitor.message, visitor.fields);
         match level {
-            Level::Warn => emit(Event::Warning { message }),
-            _ => emit(Event::Log { level, source: None, message }),
+            Level::Warn => emit(None, Event::Warning { message }),
+            _ => emit(None, Event::Log { level, source: None, message }),
         }
     }
 }
