@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::ui;
+use crate::report::BuildReporter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -129,12 +129,13 @@ pub fn owner_only_files(cmd: &mut Command) {
     }
 }
 
-/// Runs a command to completion, streaming its output lines to the UI under
-/// `label`. Returns the status and the last lines of output.
+/// Runs a command to completion, reporting its output lines under `label`.
+/// Returns the status and the last lines of output.
 pub async fn run_streaming(
     mut cmd: Command,
     label: &str,
     timeout: Option<Duration>,
+    report: &BuildReporter,
 ) -> Result<(ExitStatus, Vec<String>), ProcessError> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = GroupChild::spawn(cmd)?;
@@ -142,8 +143,9 @@ pub async fn run_streaming(
     let stdout = child.child.stdout.take();
     let stderr = child.child.stderr.take();
     let tail = std::sync::Arc::new(std::sync::Mutex::new(VecDeque::new()));
-    let out_task = stdout.map(|s| tokio::spawn(forward_lines(s, label.to_string(), tail.clone())));
-    let err_task = stderr.map(|s| tokio::spawn(forward_lines(s, label.to_string(), tail.clone())));
+    let forward = |s| tokio::spawn(forward_lines(s, label.to_string(), tail.clone(), report.clone()));
+    let out_task = stdout.map(|s| forward(Box::new(s) as Box<dyn AsyncRead + Send + Unpin>));
+    let err_task = stderr.map(|s| forward(Box::new(s) as Box<dyn AsyncRead + Send + Unpin>));
     let wait = child.child.wait();
     let status = match timeout {
         Some(t) => tokio::time::timeout(t, wait)
@@ -167,10 +169,11 @@ async fn forward_lines(
     stream: impl AsyncRead + Unpin,
     label: String,
     tail: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
+    report: BuildReporter,
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        ui::output(&label, &line);
+        report.output(&label, &line);
         if let Ok(mut t) = tail.lock() {
             if t.len() == TAIL_LINES {
                 t.pop_front();

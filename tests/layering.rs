@@ -85,18 +85,28 @@ const RULES: &[Rule] = &[
         covers: &["src/provision", "src/verify"],
         forbid: Forbid::Modules(&["crate::builder"]),
         except: &[],
-        pending: Some(
-            "provisioners reboot through builder::qemu::boot_id/reconnect and report QemuError until the Machine trait lands (lead)",
-        ),
+        pending: None,
     },
     Rule {
         name: "template/ imports nothing from builder/, store/, communicator/, export/",
         covers: &["src/template"],
         forbid: Forbid::Modules(&["crate::builder", "crate::store", "crate::communicator", "crate::export"]),
         except: &[],
-        pending: Some(
-            "template/model.rs validates versions with store::validate_version and keys with builder::qemu::keys (template helper)",
-        ),
+        pending: None,
+    },
+    Rule {
+        name: "builders know nothing of stores or publishing",
+        covers: &["src/builder"],
+        forbid: Forbid::Modules(&["crate::store", "crate::build::publish"]),
+        except: &[],
+        pending: None,
+    },
+    Rule {
+        name: "export/ and publishing know no builder",
+        covers: &["src/export", "src/store", "src/build/publish.rs", "crates/imgbuild-store-format/src"],
+        forbid: Forbid::Modules(&["crate::builder"]),
+        except: &[],
+        pending: None,
     },
     Rule {
         name: "no legacy shim use",

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::{BuildState, liveness};
 use crate::provision;
+use crate::report::{BuildReporter, Progress};
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::source::{Fetcher, ProgressEvent};
-use crate::ui::{self, ByteProgress};
 
 /// Creates the per-build work directory and removes it at the end. It is
 /// private (0700): the disk and console log in it hold whatever the
@@ -34,7 +34,7 @@ impl Step<BuildState> for WorkDir {
         state.lock = Some(liveness::BuildLock::acquire(state.build_id())?);
         let root = state.settings.work_root.clone();
         for dead in tokio::task::spawn_blocking(move || liveness::sweep_dead_work_dirs(&root)).await? {
-            ui::info(format!("removed the work directory of a build that no longer runs: {}", dead.display()));
+            state.report.info(format!("removed the work directory of a build that no longer runs: {}", dead.display()));
         }
         let dir = state.settings.work_root.join(format!("{}{}", liveness::WORK_DIR_PREFIX, state.build_id()));
         create_private_dir(&dir).map_err(|source| WorkDirError { path: dir.clone(), source })?;
@@ -87,24 +87,24 @@ impl Step<BuildState> for FetchSource {
         let download = source.download();
         let (url, checksum) = BuildState::require(&download, "a source file to fetch")?;
         if matches!(checksum, crate::source::Checksum::None) {
-            ui::warn(format!("source {url} has checksum `none`: its content is not verified"));
+            state.report.warn(format!("source {url} has checksum `none`: its content is not verified"));
         }
-        let fetcher = Fetcher::new(state.settings.cache_dir.clone(), progress_reporter())?;
+        let fetcher = Fetcher::new(state.settings.cache_dir.clone(), download_progress(state.report.clone()))?;
         let fetched = fetcher.fetch(url, checksum, &state.loaded.dir, &cx.cancel).await?;
         let how = if fetched.cache_hit { "cached" } else { "verified" };
-        ui::info(format!("source {how}: {} ({})", fetched.path.display(), fetched.digest));
+        state.report.info(format!("source {how}: {} ({})", fetched.path.display(), fetched.digest));
         state.source = Some(fetched);
         Ok(())
     }
 }
 
-fn progress_reporter() -> crate::source::ProgressFn {
-    let bar: Arc<std::sync::Mutex<Option<ByteProgress>>> = Arc::default();
+fn download_progress(report: BuildReporter) -> crate::source::ProgressFn {
+    let bar: Arc<std::sync::Mutex<Option<Progress>>> = Arc::default();
     Arc::new(move |event| {
         let Ok(mut slot) = bar.lock() else { return };
         match event {
             ProgressEvent::Started { label, total, resumed_from } => {
-                let p = ByteProgress::new(&label, total);
+                let p = report.progress(&label, total);
                 p.set_position(resumed_from);
                 *slot = Some(p);
             }
@@ -118,7 +118,7 @@ fn progress_reporter() -> crate::source::ProgressFn {
                     p.finish();
                 }
             }
-            ProgressEvent::Message(m) => ui::info(m),
+            ProgressEvent::Message(m) => report.info(m),
         }
     })
 }
@@ -157,7 +157,11 @@ impl Step<BuildState> for Provision {
                     if attempt < provisioner.max_retries && !matches!(e, provision::ProvisionError::MachineGone(_)) =>
                 {
                     attempt += 1;
-                    ui::warn(format!("{}; retrying ({attempt}/{})", crate::error::chain(&e), provisioner.max_retries));
+                    state.report.warn(format!(
+                        "{}; retrying ({attempt}/{})",
+                        crate::error::chain(&e),
+                        provisioner.max_retries
+                    ));
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Err(e) => {

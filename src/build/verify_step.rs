@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::BuildState;
 use crate::communicator::{Communicator, Raced};
+use crate::report::Event;
 use crate::runner::{BoxError, Step, StepContext};
-use crate::ui::{self, Event};
 use crate::verify::{self, CheckResult};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ async fn fresh(
 ) -> Result<Vec<CheckResult>, BoxError> {
     let booter = BuildState::require(&state.image_booter, "a builder that boots images")?;
     let boot = booter.boot(image, "verify", cancel).await?;
-    ui::info(format!("verify VM answered SSH after {:.1}s", boot.boot_time.as_secs_f64()));
+    state.report.info(format!("verify VM answered SSH after {:.1}s", boot.boot_time.as_secs_f64()));
     let results = run(state, boot.communicator.as_ref(), Some(boot.boot_time)).await;
     // A throwaway overlay: nothing to keep, so no graceful shutdown is needed.
     boot.communicator.close().await;
@@ -94,7 +94,7 @@ async fn fresh(
 async fn run(state: &BuildState, client: &dyn Communicator, boot_time: Option<Duration>) -> Vec<CheckResult> {
     let results = verify::run_checks(&verify::Guest(client), &state.loaded.template.verify, boot_time).await;
     for r in &results {
-        ui::emit(Event::CheckFinished {
+        state.report.emit(Event::CheckFinished {
             check: r.name.clone(),
             kind: r.kind.to_string(),
             passed: r.passed,
@@ -132,6 +132,6 @@ fn record(state: &mut BuildState, results: &[CheckResult]) -> Result<(), BoxErro
         let names = results.iter().filter(|r| !r.passed).map(|r| r.name.clone()).collect();
         return Err(VerifyStepError::Failed { failed, total: passed + failed, names }.into());
     }
-    ui::info(format!("verify: all {passed} checks passed"));
+    state.report.info(format!("verify: all {passed} checks passed"));
     Ok(())
 }

@@ -18,7 +18,7 @@ pub fn ssh_ready(
     communicator: Box<dyn Communicator>,
     started: std::time::Instant,
 ) {
-    crate::ui::info(format!(
+    state.report.info(format!(
         "SSH ready after {:.1}s (host key {})",
         started.elapsed().as_secs_f64(),
         communicator.peer_identity()

@@ -23,7 +23,7 @@ pub async fn run(label: &str, step: &ShellLocal, state: &BuildState) -> Result<(
     for script in scripts {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg(&script).current_dir(&state.loaded.dir).envs(build_env(state)).envs(&step.env);
-        let (status, tail) = crate::process::run_streaming(cmd, label, None).await?;
+        let (status, tail) = crate::process::run_streaming(cmd, label, None, &state.report).await?;
         if !status.success() {
             return Err(ProvisionError::ExitStatus {
                 what: format!("script {}", script.display()),

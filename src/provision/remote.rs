@@ -6,7 +6,6 @@ use super::ProvisionError;
 use crate::build::BuildState;
 use crate::communicator::{Communicator, OutputStream, SshError, UploadSource, boot_id, shell_quote};
 use crate::template::{Commands, Direction, FileTransfer, Shell};
-use crate::ui;
 
 /// Packer-compatible default: make the script executable, then run it with the variables set.
 pub const DEFAULT_EXECUTE_COMMAND: &str = "chmod +x {{ .Path }}; {{ .Vars }} {{ .Path }}";
@@ -26,7 +25,8 @@ pub async fn run_shell(label: &str, index: usize, step: &Shell, state: &mut Buil
             true => boot_id(client(state)?).await,
             false => None,
         };
-        let mut sink = |_: OutputStream, line: &str| ui::output(label, line);
+        let report = state.report.clone();
+        let mut sink = |_: OutputStream, line: &str| report.output(label, line);
         let result = client(state)?.exec(&command, &[], None, &mut sink, None).await;
         let finished = match result {
             Err(SshError::Disconnected) if step.expect_disconnect => None,
@@ -122,7 +122,7 @@ async fn reconnect(label: &str, state: &mut BuildState, previous_boot: Option<&s
     if let Some(old) = state.communicator.take() {
         old.close().await;
     }
-    ui::output(label, "waiting for the machine to come back after the expected disconnect");
+    state.report.output(label, "waiting for the machine to come back after the expected disconnect");
     // Interrupts cancel the whole provisioner future; this wait needs no token of its own.
     let never = tokio_util::sync::CancellationToken::new();
     let machine = BuildState::require(&state.machine, "the machine")?.clone();

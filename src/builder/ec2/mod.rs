@@ -21,9 +21,9 @@ use super::ReadyError;
 use crate::build::BuildState;
 use crate::communicator::{Communicator, KeyPair, SshAuth, SshClient, SshTarget};
 use crate::machine::{Capture, Machine, MachineError, ShutdownMethod};
+use crate::report::BuildReporter;
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::template::{Builder, Ec2Builder, Source, SshInterface};
-use crate::ui;
 
 const CONSOLE_TAIL: usize = 25;
 const STOP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -129,6 +129,7 @@ impl Step<BuildState> for Prepare {
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
+        let report = state.report.clone();
         let cfg = config(state)?.clone();
         let api = Ec2::connect(cfg.region.as_deref(), cfg.endpoint_url.as_deref()).await.map_err(BuildError::from)?;
         // Should this process die, its lock file now stays for `gc` to find.
@@ -149,7 +150,7 @@ impl Step<BuildState> for Prepare {
             _ => return Err(crate::build::MissingState::new("an `ami` source").into()),
         };
         let source = api.find_image(&query).await.map_err(BuildError::from)?;
-        ui::info(format!("source AMI {} ({}, created {})", source.id, source.name, source.creation_date));
+        report.info(format!("source AMI {} ({}, created {})", source.id, source.name, source.creation_date));
         arm_sweep(state, cx, &api, &regions);
         let tags = build_tags(state, &cfg);
         state.ec2 = Some(Ec2State {
@@ -226,6 +227,7 @@ impl Step<BuildState> for CreateAccess {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
+        let report = state.report.clone();
         let cfg = config(state)?.clone();
         let key = match &state.ssh_key {
             Some(k) => k.clone(),
@@ -251,7 +253,7 @@ impl Step<BuildState> for CreateAccess {
             .create_ssh_security_group(&name, vpc.as_deref(), cfg.ssh.port, &cidrs, &tags)
             .await
             .map_err(BuildError::from)?;
-        ui::info(format!("key pair {name}, security group {group} (SSH from {})", cidrs.join(", ")));
+        report.info(format!("key pair {name}, security group {group} (SSH from {})", cidrs.join(", ")));
         ec2.security_group = Some(group);
         Ok(())
     }
@@ -283,6 +285,7 @@ impl Step<BuildState> for Launch {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
+        let report = state.report.clone();
         let cfg = config(state)?.clone();
         let build_id = state.build_id().to_string();
         let name = format!("imgbuild {} {}", state.loaded.template.name, state.version);
@@ -304,7 +307,7 @@ impl Step<BuildState> for Launch {
         ec2.instance = Some(launched.instance_id.clone());
         ec2.spot = launched.spot;
         let market = if launched.spot { "spot" } else { "on-demand" };
-        ui::info(format!(
+        report.info(format!(
             "instance {} ({}, {market}) launched; waiting for it to run",
             launched.instance_id, cfg.instance_type
         ));
@@ -326,6 +329,7 @@ impl Step<BuildState> for WaitSsh {
     }
 
     async fn run(&self, state: &mut BuildState, cx: &mut StepContext) -> Result<(), BoxError> {
+        let report = state.report.clone();
         let cfg = config(state)?.clone();
         let key = BuildState::require(&state.ssh_key, "the SSH key")?.clone();
         let ec2 = ec2(state)?;
@@ -339,8 +343,14 @@ impl Step<BuildState> for WaitSsh {
             auth.push(SshAuth::Password(password.expose().to_string()));
         }
         let target = SshTarget { host, port: cfg.ssh.port, username: cfg.ssh.username.clone(), auth };
-        ui::info(format!("waiting for SSH on {}:{} as {}", target.host, target.port, target.username));
-        let machine = Arc::new(Ec2Machine { api: ec2.api.clone(), instance, target, settings: cfg.ssh.common() });
+        report.info(format!("waiting for SSH on {}:{} as {}", target.host, target.port, target.username));
+        let machine = Arc::new(Ec2Machine {
+            api: ec2.api.clone(),
+            instance,
+            target,
+            settings: cfg.ssh.common(),
+            report: state.report.clone(),
+        });
         let started = std::time::Instant::now();
         let communicator = machine.connect(&cx.cancel).await?;
         state.machine = Some(machine);
@@ -355,6 +365,7 @@ pub struct Ec2Machine {
     instance: String,
     target: SshTarget,
     settings: crate::template::SshSettings,
+    report: BuildReporter,
 }
 
 impl Ec2Machine {
@@ -375,7 +386,7 @@ impl Ec2Machine {
             communicator.close().await;
         }
         self.api.stop_instance(&self.instance, STOP_TIMEOUT).await?;
-        ui::info(format!("instance {} stopped", self.instance));
+        self.report.info(format!("instance {} stopped", self.instance));
         Ok(())
     }
 }
@@ -450,6 +461,7 @@ impl Step<BuildState> for CreateAmi {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
+        let report = state.report.clone();
         let cfg = config(state)?.clone();
         let ec2 = ec2(state)?;
         let instance = BuildState::require(&ec2.instance, "the instance")?.clone();
@@ -459,10 +471,14 @@ impl Step<BuildState> for CreateAmi {
             .create_image(&instance, &cfg.ami_name, cfg.ami_description.as_deref(), &tags)
             .await
             .map_err(BuildError::from)?;
-        ui::info(format!("AMI {id} ({}) created in {}; waiting until it is available", cfg.ami_name, ec2.api.region()));
+        report.info(format!(
+            "AMI {id} ({}) created in {}; waiting until it is available",
+            cfg.ami_name,
+            ec2.api.region()
+        ));
         let image = wait_or_keep(&ec2.api, &id, &cfg).await?;
         ec2.api.tag_image(&image, &tags).await.map_err(BuildError::from)?;
-        ui::info(format!("AMI {id} available in {}", ec2.api.region()));
+        report.info(format!("AMI {id} available in {}", ec2.api.region()));
         ec2.amis.push((ec2.api.region().to_string(), image));
         Ok(())
     }
@@ -494,13 +510,14 @@ impl Step<BuildState> for CopyAmi {
     }
 
     async fn run(&self, state: &mut BuildState, _cx: &mut StepContext) -> Result<(), BoxError> {
+        let report = state.report.clone();
         let cfg = config(state)?.clone();
         let ec2 = ec2(state)?;
         let (home, image) = ec2.amis.first().cloned().ok_or(crate::build::MissingState::new("the AMI"))?;
         let tags = with_name(&ec2.tags, &cfg.ami_name);
         let source = &ec2.api;
         let copies = cfg.ami_regions.iter().filter(|r| **r != home).map(|region| {
-            let (api, tags, image, cfg) = (source.in_region(region), &tags, &image, &cfg);
+            let (api, tags, image, cfg, report) = (source.in_region(region), &tags, &image, &cfg, &report);
             async move {
                 let id = api
                     .copy_image_from(
@@ -512,7 +529,7 @@ impl Step<BuildState> for CopyAmi {
                         tags,
                     )
                     .await?;
-                ui::info(format!("copying AMI {} to {region} as {id}", image.id));
+                report.info(format!("copying AMI {} to {region} as {id}", image.id));
                 let copy = wait_or_keep(&api, &id, cfg).await?;
                 api.tag_image(&copy, tags).await?;
                 Ok::<_, BuildError>((region.clone(), copy))
@@ -521,7 +538,7 @@ impl Step<BuildState> for CopyAmi {
         let results = futures::future::join_all(copies).await;
         for result in results {
             let (region, copy) = result?;
-            ui::info(format!("AMI {} available in {region}", copy.id));
+            report.info(format!("AMI {} available in {region}", copy.id));
             ec2.amis.push((region, copy));
         }
         Ok(())

@@ -44,7 +44,7 @@ pub fn kvm_problem() -> Option<String> {
     None
 }
 
-pub fn choose(requested: Accelerator) -> Result<Accel, KvmUnusable> {
+pub fn choose(requested: Accelerator, report: &crate::report::BuildReporter) -> Result<Accel, KvmUnusable> {
     match requested {
         Accelerator::Tcg => Ok(Accel::Tcg),
         Accelerator::Kvm => match kvm_problem() {
@@ -54,7 +54,7 @@ pub fn choose(requested: Accelerator) -> Result<Accel, KvmUnusable> {
         Accelerator::Auto => match kvm_problem() {
             None => Ok(Accel::Kvm),
             Some(reason) => {
-                crate::ui::info(format!("using TCG (software emulation): {reason}"));
+                report.info(format!("using TCG (software emulation): {reason}"));
                 Ok(Accel::Tcg)
             }
         },

@@ -12,7 +12,6 @@ use super::{QemuError, qemu_cfg};
 use crate::build::BuildState;
 use crate::machine::ShutdownMethod;
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
-use crate::ui;
 
 /// Serves `http_directory` and `http_content` for the length of the build.
 pub struct StartHttp;
@@ -30,7 +29,7 @@ impl Step<BuildState> for StartHttp {
             .await
             .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
         let server = Arc::new(server);
-        ui::info(format!("serving answer files at http://{GUEST_HOST_IP}:{} (host 127.0.0.1)", server.port));
+        state.report.info(format!("serving answer files at http://{GUEST_HOST_IP}:{} (host 127.0.0.1)", server.port));
         let stopped = server.clone();
         cx.on_cleanup(Cleanup::new("stop HTTP server", move || async move {
             stopped.stop();
@@ -118,7 +117,7 @@ impl Step<BuildState> for WaitForPowerOff {
         let q = qemu_cfg(state)?;
         let vm = BuildState::require(&state.qemu.vm, "the VM")?;
         if vm.wait_exit(q.shutdown_timeout.0).await {
-            ui::info("the guest powered itself off");
+            state.report.info("the guest powered itself off");
             super::powered_off(state, ShutdownMethod::Guest)?;
             return Ok(());
         }

@@ -25,9 +25,9 @@ use crate::communicator::{Communicator, KeyPair, MachineWatch, SshAuth, SshClien
 use crate::diskimage;
 use crate::machine::{Capture, FreshBoot, ImageBooter, Machine, MachineError, ShutdownMethod};
 use crate::process::{ProcessError, run_capture};
+use crate::report::BuildReporter;
 use crate::runner::{BoxError, Cleanup, Step, StepContext};
 use crate::template::{QemuBuilder, Source};
-use crate::ui;
 
 pub use vm::{Vm, VmConfig};
 
@@ -93,7 +93,7 @@ impl Step<BuildState> for Preflight {
                 return Err(QemuError::MissingTool { program: program.into() }.into());
             }
         }
-        let accel = accel::choose(q.accelerator).map_err(QemuError::from)?;
+        let accel = accel::choose(q.accelerator, &state.report).map_err(QemuError::from)?;
         let version = run_capture(
             {
                 let mut c = Command::new(&q.qemu_binary);
@@ -112,6 +112,7 @@ impl Step<BuildState> for Preflight {
             accel,
             work_dir: BuildState::require(&state.work_dir, "the work directory")?.clone(),
             identity: SeedIdentity::of(state),
+            report: state.report.clone(),
             build_key: state.ssh_key.clone(),
             wants_seed: wants_seed(state, &q),
         }));
@@ -255,7 +256,7 @@ impl Step<BuildState> for Launch {
         };
         state.launched_at = Some(std::time::Instant::now());
         let vm = Arc::new(Vm::launch(&cfg).await.map_err(QemuError::from)?);
-        ui::info(format!("QEMU started (pid {}, SSH on 127.0.0.1:{})", vm.pid.unwrap_or(0), vm.ssh_port));
+        state.report.info(format!("QEMU started (pid {}, SSH on 127.0.0.1:{})", vm.pid.unwrap_or(0), vm.ssh_port));
         let note = abort_note(state, &vm, &q.ssh.username);
         let killed = vm.clone();
         cx.on_cleanup(
@@ -269,7 +270,12 @@ impl Step<BuildState> for Launch {
             })
             .keep_note(note),
         );
-        state.machine = Some(Arc::new(QemuMachine { vm: vm.clone(), cfg: q, key: state.ssh_key.clone() }));
+        state.machine = Some(Arc::new(QemuMachine {
+            vm: vm.clone(),
+            cfg: q,
+            key: state.ssh_key.clone(),
+            report: state.report.clone(),
+        }));
         state.qemu.vm = Some(vm);
         Ok(())
     }
@@ -325,6 +331,7 @@ pub struct QemuMachine {
     vm: Arc<Vm>,
     cfg: QemuBuilder,
     key: Option<Arc<KeyPair>>,
+    report: BuildReporter,
 }
 
 impl QemuMachine {
@@ -360,7 +367,8 @@ impl Machine for QemuMachine {
 
     async fn shut_down(&self, communicator: Option<Box<dyn Communicator>>) -> Result<ShutdownMethod, MachineError> {
         let q = &self.cfg;
-        let method = shut_down(&self.vm, communicator, q.shutdown_command.as_deref(), q.shutdown_timeout.0).await;
+        let method =
+            shut_down(&self.vm, communicator, q.shutdown_command.as_deref(), q.shutdown_timeout.0, &self.report).await;
         if method == ShutdownMethod::Killed {
             return Err(MachineError::new(QemuError::Shutdown(format!(
                 "it ignored `shutdown_command` and ACPI power-down for {}; QEMU was killed, so the disk may be inconsistent",
@@ -386,6 +394,7 @@ pub struct QemuBooter {
     accel: accel::Accel,
     work_dir: PathBuf,
     identity: SeedIdentity,
+    report: BuildReporter,
     /// The build's key: an installed image already trusts it.
     build_key: Option<Arc<KeyPair>>,
     /// A cloud image gets a fresh seed (new instance-id and key), so its
@@ -417,7 +426,7 @@ impl QemuBooter {
         let cfg = VmConfig { disk, seed, ..vm_config(q, self.accel, &self.work_dir, tag) };
         let started = std::time::Instant::now();
         let vm = Arc::new(Vm::launch(&cfg).await?);
-        let machine = QemuMachine { vm, cfg: q.clone(), key: Some(key) };
+        let machine = QemuMachine { vm, cfg: q.clone(), key: Some(key), report: self.report.clone() };
         let client = match machine.wait_for_ssh(cancel).await {
             Ok(client) => client,
             Err(e) => {
@@ -466,8 +475,8 @@ impl Step<BuildState> for Shutdown {
         let machine = BuildState::require(&state.machine, "the VM")?.clone();
         let method = machine.shut_down(state.communicator.take()).await?;
         match method {
-            ShutdownMethod::Acpi => ui::info("guest powered off (ACPI power-down)"),
-            _ => ui::info("guest powered off (shutdown_command)"),
+            ShutdownMethod::Acpi => state.report.info("guest powered off (ACPI power-down)"),
+            _ => state.report.info("guest powered off (shutdown_command)"),
         }
         powered_off(state, method)?;
         Ok(())
@@ -481,15 +490,16 @@ async fn shut_down(
     communicator: Option<Box<dyn Communicator>>,
     command: Option<&str>,
     timeout: Duration,
+    report: &BuildReporter,
 ) -> ShutdownMethod {
     if let (Some(command), Some(communicator)) = (command, communicator) {
-        let mut sink = |_: crate::communicator::OutputStream, line: &str| ui::output("shutdown", line);
+        let mut sink = |_: crate::communicator::OutputStream, line: &str| report.output("shutdown", line);
         // The connection usually drops as the guest goes down; that is success here.
         let _ = tokio::time::timeout(timeout, communicator.exec(command, &[], None, &mut sink, Some(timeout))).await;
         if vm.wait_exit(timeout).await {
             return ShutdownMethod::Command;
         }
-        ui::warn(format!(
+        report.warn(format!(
             "guest still running {} after `shutdown_command`; trying ACPI power-down",
             crate::template::units::Dur(timeout)
         ));
