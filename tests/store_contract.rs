@@ -27,7 +27,12 @@ impl Publishable for LocalStore {
         let staging = self.begin(name, version).unwrap();
         let (file, body) = artifact(name, version);
         std::fs::write(staging.dir.join(&file), &body).unwrap();
-        staging.commit(&manifest(name, version, &file, &body), &[(imgbuild::source::DigestAlgo::Sha256, sums(&file, &body))]).unwrap();
+        staging
+            .commit(
+                &manifest(name, version, &file, &body),
+                &[(imgbuild::source::DigestAlgo::Sha256, sums(&file, &body))],
+            )
+            .unwrap();
     }
 }
 
@@ -82,7 +87,8 @@ async fn versions_sort_and_resolve<B: Publishable>(b: &B) {
     assert_eq!(latest, ["1.0.0"], "latest is the last one published, not the highest");
     assert!(list.iter().all(|v| v.size > 0 && v.created_at.is_some()), "{list:?}");
 
-    let resolved = |spec: &'static str| async move { policy::resolve(b, spec).await.map_err(|e| e.to_string()).unwrap() };
+    let resolved =
+        |spec: &'static str| async move { policy::resolve(b, spec).await.map_err(|e| e.to_string()).unwrap() };
     assert_eq!(resolved("web").await, ("web".to_string(), "1.0.0".to_string()));
     assert_eq!(resolved("web@latest").await.1, "1.0.0");
     assert_eq!(resolved("web@1.10.0").await.1, "1.10.0");
@@ -125,7 +131,11 @@ async fn promote_moves_channels<B: Publishable>(b: &B) {
         policy::promote(b, "web", "9.9.9", "stable").await,
         Refusal::VersionNotFound { name: "web".into(), version: "9.9.9".into() },
     );
-    assert_refused(b, policy::promote(b, "web", "1.0.0", "Bad").await, Refusal::InvalidChannel { channel: "Bad".into() });
+    assert_refused(
+        b,
+        policy::promote(b, "web", "1.0.0", "Bad").await,
+        Refusal::InvalidChannel { channel: "Bad".into() },
+    );
     assert_refused(b, policy::promote(b, "web", "1", "beta").await, Refusal::InvalidVersion { version: "1".into() });
 }
 
@@ -143,7 +153,10 @@ async fn prune_keeps_newest_and_channel_targets<B: Publishable>(b: &B) {
     assert_refused(
         b,
         policy::prune(b, "../web", 1).await,
-        Refusal::InvalidName { name: "../web".into(), reason: imgbuild_store_format::check_name("../web").unwrap_err() },
+        Refusal::InvalidName {
+            name: "../web".into(),
+            reason: imgbuild_store_format::check_name("../web").unwrap_err(),
+        },
     );
 }
 

@@ -151,7 +151,9 @@ impl StoreError {
             Refusal::ChannelNotFound { name, channel, available } => {
                 StoreError::ChannelNotFound { name, channel, available }
             }
-            Refusal::DanglingChannel { name, channel, version } => StoreError::DanglingChannel { name, channel, version },
+            Refusal::DanglingChannel { name, channel, version } => {
+                StoreError::DanglingChannel { name, channel, version }
+            }
         }
     }
 

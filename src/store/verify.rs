@@ -10,8 +10,8 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use imgbuild_store_format::{Algo, MultiHasher, Plan, hash_reader};
 pub use imgbuild_store_format::Problem;
+use imgbuild_store_format::{Algo, MultiHasher, Plan, hash_reader};
 use serde::Serialize;
 
 use super::MANIFEST_FILE;

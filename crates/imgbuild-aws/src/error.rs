@@ -161,7 +161,9 @@ impl S3Error {
             Refusal::InvalidSpec { spec } => S3Error::InvalidSpec { spec },
             Refusal::ImageNotFound { name } => S3Error::ImageNotFound { name, bucket, prefix },
             Refusal::VersionNotFound { name, version } => S3Error::VersionNotFound { name, version, bucket, prefix },
-            Refusal::ChannelNotFound { name, channel, available } => S3Error::ChannelNotFound { name, channel, available },
+            Refusal::ChannelNotFound { name, channel, available } => {
+                S3Error::ChannelNotFound { name, channel, available }
+            }
             Refusal::DanglingChannel { name, channel, version } => S3Error::DanglingChannel { name, channel, version },
         }
     }

@@ -51,6 +51,8 @@ mod verify;
 
 pub use config::{EndpointError, load as load_sdk_config, sdk_loader};
 pub use error::{BoxError, S3Error};
+/// The channel every publish moves, and what a bare image name resolves to.
+pub use imgbuild_store_format::LATEST;
 pub use names::{compare as compare_versions, validate_channel, validate_name, validate_version};
 pub use publish::{ArtifactFile, Progress, Published, SHA256_METADATA};
 pub use store::{
@@ -58,8 +60,6 @@ pub use store::{
 };
 pub use sums::{Algo, SumsEntry, format_sums, parse_sums};
 pub use verify::{AtUrl, METADATA_SOURCE, Problem, VerifyReport};
-/// The channel every publish moves, and what a bare image name resolves to.
-pub use imgbuild_store_format::LATEST;
 
 /// The manifest object of every version; its presence publishes the version.
 pub const MANIFEST_FILE: &str = "manifest.json";

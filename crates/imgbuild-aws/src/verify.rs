@@ -4,8 +4,8 @@
 //! the hashers (both SHA-256 and, when expected, SHA-512) without being
 //! stored.
 
-use imgbuild_store_format::{MultiHasher, Plan};
 pub use imgbuild_store_format::Problem;
+use imgbuild_store_format::{MultiHasher, Plan};
 use serde::Serialize;
 
 use crate::MANIFEST_FILE;

@@ -24,9 +24,9 @@ use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use imgbuild_aws::{Algo, ArtifactFile, Problem, S3Error, S3Store, format_sums};
+use imgbuild_store_format::MultiHasher;
 use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
-use imgbuild_store_format::MultiHasher;
 
 const REGION: &str = "eu-west-1";
 const PREFIX: &str = "images/";

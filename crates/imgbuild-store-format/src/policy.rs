@@ -21,18 +21,40 @@ pub const LATEST: &str = "latest";
 /// error type, which names the store's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    InvalidName { name: String, reason: String },
-    InvalidVersion { version: String },
-    InvalidChannel { channel: String },
+    InvalidName {
+        name: String,
+        reason: String,
+    },
+    InvalidVersion {
+        version: String,
+    },
+    InvalidChannel {
+        channel: String,
+    },
     /// Not `NAME`, `NAME@VERSION` or `NAME@CHANNEL`.
-    InvalidSpec { spec: String },
+    InvalidSpec {
+        spec: String,
+    },
     /// The image has no published version.
-    ImageNotFound { name: String },
-    VersionNotFound { name: String, version: String },
+    ImageNotFound {
+        name: String,
+    },
+    VersionNotFound {
+        name: String,
+        version: String,
+    },
     /// `available`: the channels that are set, sorted.
-    ChannelNotFound { name: String, channel: String, available: Vec<String> },
+    ChannelNotFound {
+        name: String,
+        channel: String,
+        available: Vec<String>,
+    },
     /// A channel points at a version that is not published.
-    DanglingChannel { name: String, channel: String, version: String },
+    DanglingChannel {
+        name: String,
+        channel: String,
+        version: String,
+    },
 }
 
 pub fn valid_name(name: &str) -> Result<(), Refusal> {
