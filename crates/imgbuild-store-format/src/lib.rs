@@ -3,8 +3,9 @@
 //! channel is, how versions are ordered, the checksum lists (`SHA256SUMS`)
 //! every version carries, the one file hasher, and the store [`policy`]
 //! (resolve, channels, promote, prune, `auto` versions) written once over a
-//! backend trait that the local directory and S3 implement. No I/O of its
-//! own, so both stores and the template decoder agree by construction.
+//! backend trait that the local directory and S3 implement. It opens no
+//! files and sends no requests itself, so both stores and the template
+//! decoder agree by construction.
 
 pub mod hash;
 pub mod index;
