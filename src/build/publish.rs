@@ -9,6 +9,7 @@ use super::BuildState;
 use crate::export::{self, Artifact, manifest};
 use crate::machine::Capture;
 use crate::runner::{BoxError, Step, StepContext};
+use crate::source::DigestAlgo;
 use crate::store::{Day, LocalStore, Staging, StoreError};
 use crate::template::{Loaded, Publish, S3Publish};
 use crate::ui;
@@ -159,27 +160,35 @@ impl Step<BuildState> for PublishStep {
         let mut json = serde_json::to_value(&manifest)?;
         crate::redact::scrub_json(&mut json);
         let sums = export::sums_files(&exported.artifacts, &state.loaded.template.export.checksums);
+        let mut bundle = Bundle {
+            name: &manifest.name,
+            version: &manifest.version,
+            staging: Some(staging),
+            artifacts: &exported.artifacts,
+            manifest: &json,
+            sums: &sums,
+        };
+        let mut targets = targets(&state.loaded, &state.settings.store)?;
         // S3 first: if an upload fails, nothing is published locally either
-        // and the build can simply be run again.
-        let targets: Vec<S3Publish> = s3_targets(&state.loaded).into_iter().cloned().collect();
+        // and the build can simply be run again. (The local store also takes
+        // the staging directory, so it can only come last.)
+        targets.sort_by_key(|t| t.kind() == LOCAL);
+        let mut published = Vec::new();
         for target in &targets {
-            let url =
-                s3::publish(target, &manifest.name, &manifest.version, &staging, &exported.artifacts, &json, &sums)
-                    .await?;
-            ui::info(format!("published {what} to {url}"));
-            published_event(&manifest.name, &manifest.version, "s3", &url);
-            exported.published.push(url);
+            let placed = target.publish(&mut bundle).await?;
+            ui::info(format!("published {what} to {}", placed.location));
+            published_event(&manifest.name, &manifest.version, target.kind(), &placed.location);
+            match placed.dir {
+                Some(dir) => {
+                    published.insert(0, placed.location);
+                    state.published = Some(dir);
+                }
+                None => published.push(placed.location),
+            }
         }
-        if publishes_locally(&state.loaded) {
-            let dir = staging.commit(&json, &sums)?;
-            ui::info(format!("published {what} to {}", dir.display()));
-            published_event(&manifest.name, &manifest.version, "local", &dir.display().to_string());
-            exported.published.insert(0, dir.display().to_string());
-            state.published = Some(dir);
-        } else {
-            // The staging directory was only the upload's source.
-            drop(staging);
-        }
+        // Without a local target the staging directory was only the uploads' source.
+        drop(bundle);
+        exported.published.extend(published);
         state.published_flag.store(true, std::sync::atomic::Ordering::SeqCst);
         state.export = Some(exported);
         Ok(())
@@ -195,18 +204,50 @@ fn published_event(name: &str, version: &str, target: &str, location: &str) {
     });
 }
 
-/// A publish target as a build sees it before it starts: whether a version
-/// is taken (published versions are immutable, so that refuses the build),
-/// and how far today's `auto` numbers got. The local store and every S3
-/// target answer alike. The store's own conditional write stays the real
-/// guarantee against a concurrent build of the same version.
+/// What a build publishes to every target: the exported files in the
+/// staging directory with the manifest and the checksum lists; for a build
+/// that captured cloud images (ec2), no files and a manifest that records
+/// the images.
+pub struct Bundle<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    /// Holds the files. The local store takes it (its publish is the rename
+    /// of this directory into place), so it publishes last.
+    pub staging: Option<Staging>,
+    pub artifacts: &'a [Artifact],
+    pub manifest: &'a serde_json::Value,
+    pub sums: &'a [(DigestAlgo, String)],
+}
+
+/// Where a target put a bundle.
+pub struct Placed {
+    /// A directory or an `s3://` URL.
+    pub location: String,
+    /// The version directory, when the target is the local store.
+    pub dir: Option<PathBuf>,
+}
+
+/// The `target` of the `published` event of the local store.
+const LOCAL: &str = "local";
+
+/// A publish target: before the build starts, whether a version is taken
+/// (published versions are immutable, so that refuses the build) and how far
+/// today's `auto` numbers got; at the end, publishing the bundle. The local
+/// store and every S3 target answer alike, for every builder. The store's
+/// own conditional write stays the real guarantee against a concurrent
+/// build of the same version.
 #[async_trait::async_trait]
 pub trait PublishTarget: Send + Sync {
     /// Where, for messages: a directory or an `s3://` URL.
     fn location(&self) -> String;
+    /// `local` or `s3`: the `target` of the `published` event.
+    fn kind(&self) -> &'static str;
     async fn has_version(&self, name: &str, version: &str) -> Result<bool, StoreError>;
     /// The highest `N` of `today`'s `YYYY.MM.DD.N` versions of `name` (0 when none).
     async fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError>;
+    /// Publishes the bundle as `name@version`; the version appears complete
+    /// or not at all.
+    async fn publish(&self, bundle: &mut Bundle<'_>) -> Result<Placed, BoxError>;
 }
 
 #[async_trait::async_trait]
@@ -215,12 +256,23 @@ impl PublishTarget for LocalStore {
         self.root().display().to_string()
     }
 
+    fn kind(&self) -> &'static str {
+        LOCAL
+    }
+
     async fn has_version(&self, name: &str, version: &str) -> Result<bool, StoreError> {
         Ok(self.exists(name, version))
     }
 
     async fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError> {
         LocalStore::highest_auto_number(self, name, today)
+    }
+
+    /// Renames the staging directory into place (it was begun in this store).
+    async fn publish(&self, bundle: &mut Bundle<'_>) -> Result<Placed, BoxError> {
+        let staging = bundle.staging.take().ok_or(crate::build::MissingState::new("the staging directory"))?;
+        let dir = staging.commit(bundle.manifest, bundle.sums)?;
+        Ok(Placed { location: dir.display().to_string(), dir: Some(dir) })
     }
 }
 
@@ -232,12 +284,22 @@ impl PublishTarget for S3Target {
         self.0.url()
     }
 
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
     async fn has_version(&self, name: &str, version: &str) -> Result<bool, StoreError> {
         s3::has_version(&self.0, name, version).await
     }
 
     async fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError> {
         s3::highest_auto_number(&self.0, name, today).await
+    }
+
+    /// Uploads the files from the staging directory, which stays in place.
+    async fn publish(&self, bundle: &mut Bundle<'_>) -> Result<Placed, BoxError> {
+        let location = s3::publish(&self.0, bundle).await?;
+        Ok(Placed { location, dir: None })
     }
 }
 
@@ -261,24 +323,16 @@ mod s3 {
 
     use imgbuild_aws::{Algo, ArtifactFile, S3Error};
 
-    use super::PublishError;
+    use super::{Bundle, PublishError};
     use crate::error::chain;
-    use crate::export::Artifact;
     use crate::runner::BoxError;
-    use crate::source::DigestAlgo;
-    use crate::store::{Day, Staging, StoreError, s3 as store_s3};
+    use crate::store::{Day, StoreError, s3 as store_s3};
     use crate::template::S3Publish;
     use crate::ui;
 
-    pub async fn publish(
-        target: &S3Publish,
-        name: &str,
-        version: &str,
-        staging: &Staging,
-        artifacts: &[Artifact],
-        manifest: &serde_json::Value,
-        sums: &[(DigestAlgo, String)],
-    ) -> Result<String, BoxError> {
+    pub async fn publish(target: &S3Publish, bundle: &Bundle<'_>) -> Result<String, BoxError> {
+        let Bundle { name, version, artifacts, manifest, sums, .. } = *bundle;
+        let staging = bundle.staging.as_ref().ok_or(crate::build::MissingState::new("the staging directory"))?;
         // Every error names the target.
         fn failed(name: &str, version: &str, target: &S3Publish, source: StoreError) -> PublishError {
             PublishError::S3 { name: name.to_string(), version: version.to_string(), url: target.url(), source }
@@ -304,16 +358,7 @@ mod s3 {
                 ArtifactFile::new(staging.dir.join(&a.file), a.file.clone(), sha256)
             })
             .collect();
-        let lists: Vec<(Algo, String)> = sums
-            .iter()
-            .map(|(algo, body)| {
-                let algo = match algo {
-                    DigestAlgo::Sha256 => Algo::Sha256,
-                    DigestAlgo::Sha512 => Algo::Sha512,
-                };
-                (algo, body.clone())
-            })
-            .collect();
+        let lists: Vec<(Algo, String)> = sums.iter().map(|(algo, body)| ((*algo).into(), body.clone())).collect();
         let artifact_bytes = artifacts.iter().map(|a| a.size).sum::<u64>();
         let progress = Arc::new(ui::ByteProgress::new(&format!("upload {url}"), Some(artifact_bytes.max(1))));
         let (paused_uploading, paused_files) = (AtomicBool::new(false), AtomicBool::new(false));
@@ -401,25 +446,16 @@ mod s3 {
 /// Without the `aws` feature the template still parses; publishing fails clearly.
 #[cfg(not(feature = "aws"))]
 mod s3 {
-    use crate::export::Artifact;
+    use super::Bundle;
     use crate::runner::BoxError;
-    use crate::source::DigestAlgo;
-    use crate::store::{Day, Staging, StoreError};
+    use crate::store::{Day, StoreError};
     use crate::template::S3Publish;
 
     fn unsupported() -> StoreError {
         StoreError::NoAwsSupport { what: "the `s3` publish target".to_string() }
     }
 
-    pub async fn publish(
-        _: &S3Publish,
-        _: &str,
-        _: &str,
-        _: &Staging,
-        _: &[Artifact],
-        _: &serde_json::Value,
-        _: &[(DigestAlgo, String)],
-    ) -> Result<String, BoxError> {
+    pub async fn publish(_: &S3Publish, _: &Bundle<'_>) -> Result<String, BoxError> {
         Err(unsupported().into())
     }
 

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use sha2::Digest as _;
+use imgbuild_store_format::{Digests, MultiHasher, hash_reader};
 
 use super::ExportError;
 use crate::source::DigestAlgo;
 use crate::template::StreamCompression;
 use crate::ui::ByteProgress;
 
-const BUF: usize = 1 << 20;
+const BUF: usize = imgbuild_store_format::hash::READ_BUFFER;
 
 #[derive(Debug, Clone, Default)]
 pub struct FileDigests {
@@ -21,42 +21,14 @@ pub struct FileDigests {
     pub hex: BTreeMap<String, String>,
 }
 
-/// Several hashers fed together.
-pub struct MultiHasher {
-    sha256: Option<sha2::Sha256>,
-    sha512: Option<sha2::Sha512>,
-    size: u64,
+impl FileDigests {
+    fn from_digests(d: Digests) -> Self {
+        FileDigests { size: d.size, hex: d.hex.into_iter().map(|(algo, hex)| (algo.name().to_string(), hex)).collect() }
+    }
 }
 
-impl MultiHasher {
-    pub fn new(algos: &[DigestAlgo]) -> Self {
-        MultiHasher {
-            sha256: algos.contains(&DigestAlgo::Sha256).then(sha2::Sha256::new),
-            sha512: algos.contains(&DigestAlgo::Sha512).then(sha2::Sha512::new),
-            size: 0,
-        }
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        self.size += data.len() as u64;
-        if let Some(h) = &mut self.sha256 {
-            h.update(data);
-        }
-        if let Some(h) = &mut self.sha512 {
-            h.update(data);
-        }
-    }
-
-    pub fn finish(self) -> FileDigests {
-        let mut hex = BTreeMap::new();
-        if let Some(h) = self.sha256 {
-            hex.insert("sha256".to_string(), hex::encode(h.finalize()));
-        }
-        if let Some(h) = self.sha512 {
-            hex.insert("sha512".to_string(), hex::encode(h.finalize()));
-        }
-        FileDigests { size: self.size, hex }
-    }
+fn hasher(algos: &[DigestAlgo]) -> MultiHasher {
+    MultiHasher::new(&algos.iter().map(|a| (*a).into()).collect::<Vec<_>>())
 }
 
 /// Hashes a file with every algorithm in one read pass, with progress.
@@ -72,18 +44,9 @@ fn hash_blocking(path: &Path, algos: &[DigestAlgo], label: &str) -> Result<FileD
     let mut file = std::fs::File::open(path).map_err(err)?;
     let total = file.metadata().map(|m| m.len()).ok();
     let progress = ByteProgress::new(label, total);
-    let mut hasher = MultiHasher::new(algos);
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = file.read(&mut buf).map_err(err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        progress.inc(n as u64);
-    }
+    let digests = hash_reader(&mut file, hasher(algos), |n| progress.inc(n)).map_err(err)?;
     progress.finish();
-    Ok(hasher.finish())
+    Ok(FileDigests::from_digests(digests))
 }
 
 /// Compresses `src` into `dst`, hashing the compressed bytes as they are written.
@@ -128,7 +91,7 @@ fn compress_blocking(
     let total = input.metadata().map(|m| m.len()).ok();
     let output =
         std::fs::File::create(dst).map_err(|source| ExportError::Write { path: dst.display().to_string(), source })?;
-    let writer = HashingWriter { inner: std::io::BufWriter::new(output), hasher: MultiHasher::new(algos) };
+    let writer = HashingWriter { inner: std::io::BufWriter::new(output), hasher: hasher(algos) };
     let progress = ByteProgress::new(&format!("compress {}", file_label(dst)), total);
     let mut writer = match kind {
         StreamCompression::Zstd => {
@@ -150,7 +113,7 @@ fn compress_blocking(
     };
     writer.flush().map_err(comp_err)?;
     progress.finish();
-    Ok(writer.hasher.finish())
+    Ok(FileDigests::from_digests(writer.hasher.finish()))
 }
 
 /// xz through the `xz` tool (multi-threaded, present on every Debian system).
@@ -170,14 +133,14 @@ fn xz_blocking(
         .map_err(comp_err)?;
     let mut stdout = child.stdout.take().ok_or_else(|| comp_err(std::io::Error::other("no stdout")))?;
     let output = std::fs::File::create(dst).map_err(comp_err)?;
-    let mut writer = HashingWriter { inner: std::io::BufWriter::new(output), hasher: MultiHasher::new(algos) };
+    let mut writer = HashingWriter { inner: std::io::BufWriter::new(output), hasher: hasher(algos) };
     copy_with_progress(&mut stdout, &mut writer, progress).map_err(comp_err)?;
     let status = child.wait().map_err(comp_err)?;
     if !status.success() {
         return Err(comp_err(std::io::Error::other(format!("xz exited with {status}"))));
     }
     writer.flush().map_err(comp_err)?;
-    Ok(writer.hasher.finish())
+    Ok(FileDigests::from_digests(writer.hasher.finish()))
 }
 
 fn copy_with_progress(input: &mut impl Read, output: &mut impl Write, progress: &ByteProgress) -> std::io::Result<()> {

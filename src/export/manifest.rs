@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::Digest as _;
 
 use super::Artifact;
 use crate::build::BuildState;
@@ -120,9 +119,7 @@ pub struct FileInfo {
     pub sha256: String,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
+pub use imgbuild_store_format::sha256_hex;
 
 /// Assembles the manifest from the build state. Secrets are masked by the
 /// caller's final `redact::scrub_json` pass.

@@ -7,11 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use imgbuild_store_format::policy;
 
+use crate::store::StoreError;
+use crate::store::any::AnyStore;
 use crate::error::{ExitCode, chain};
 use crate::face::terminal;
-use crate::store::s3::StoreLocation;
-use crate::store::{LocalStore, StoreError};
 
 /// `--store`, shared by every store command.
 #[derive(Debug, Clone, Args)]
@@ -24,16 +25,6 @@ pub struct StoreArgs {
         value_name = "PATH|s3://BUCKET/PREFIX"
     )]
     pub store: PathBuf,
-}
-
-impl StoreArgs {
-    /// `Some((bucket, prefix))` for `s3://BUCKET/PREFIX`, `None` for a directory.
-    fn s3(&self) -> Result<Option<(String, String)>, StoreError> {
-        Ok(match StoreLocation::parse(&self.store)? {
-            StoreLocation::S3 { bucket, prefix } => Some((bucket, prefix)),
-            StoreLocation::Local(_) => None,
-        })
-    }
 }
 
 /// `imgbuild versions NAME`
@@ -93,36 +84,41 @@ pub struct PruneArgs {
 }
 
 pub async fn versions(args: &VersionsArgs) -> ExitCode {
-    match args.store.s3() {
-        Err(e) => return finish(Err(e)),
-        Ok(Some((bucket, prefix))) => return finish(remote::versions(&bucket, &prefix, &args.name).await),
-        Ok(None) => {}
+    finish(print_versions(args).await)
+}
+
+async fn print_versions(args: &VersionsArgs) -> Result<ExitCode, StoreError> {
+    let store = AnyStore::open_existing(&args.store.store).await?;
+    let list = policy::versions(&store, &args.name).await?;
+    if terminal::is_json() {
+        let items = list
+            .iter()
+            .map(|v| {
+                let (field, location) = store.version_location(&args.name, &v.version);
+                let mut item = serde_json::Map::new();
+                item.insert("version".into(), v.version.clone().into());
+                item.insert("created_at".into(), v.created_at.clone().into());
+                item.insert("size".into(), v.size.into());
+                item.insert("channels".into(), v.channels.clone().into());
+                item.insert(field.into(), location.into());
+                serde_json::Value::Object(item)
+            })
+            .collect();
+        print_json(&serde_json::Value::Array(items));
+    } else {
+        print_table(list.iter().map(|v| row(&v.version, v.created_at.as_deref(), v.size, &v.channels)).collect());
     }
-    run(|| {
-        let store = LocalStore::open_existing(&args.store.store)?;
-        let list = store.versions(&args.name)?;
-        if terminal::is_json() {
-            print_json(&serde_json::to_value(&list).unwrap_or_default());
-        } else {
-            let rows = list.iter().map(|v| row(&v.version, v.created_at.as_deref(), v.size, &v.channels)).collect();
-            print_table(rows);
-        }
-        Ok(ExitCode::Success)
-    })
+    Ok(ExitCode::Success)
 }
 
 pub async fn show(args: &ShowArgs) -> ExitCode {
-    match args.store.s3() {
-        Err(e) => return finish(Err(e)),
-        Ok(Some((bucket, prefix))) => return finish(remote::show(&bucket, &prefix, &args.image).await),
-        Ok(None) => {}
-    }
-    run(|| {
-        let store = LocalStore::open_existing(&args.store.store)?;
-        let (name, version) = store.resolve(&args.image)?;
-        print_manifest(&store.manifest(&name, &version)?);
+    let shown = async {
+        let store = AnyStore::open_existing(&args.store.store).await?;
+        let (name, version) = policy::resolve(&store, &args.image).await?;
+        print_manifest(&policy::manifest(&store, &name, &version).await?);
         Ok(ExitCode::Success)
-    })
+    };
+    finish(shown.await)
 }
 
 fn print_manifest(manifest: &serde_json::Value) {
@@ -135,64 +131,63 @@ fn print_manifest(manifest: &serde_json::Value) {
 }
 
 pub async fn promote(args: &PromoteArgs) -> ExitCode {
-    match args.store.s3() {
-        Err(e) => return finish(Err(e)),
-        Ok(Some((bucket, prefix))) => return finish(remote::promote(&bucket, &prefix, args).await),
-        Ok(None) => {}
-    }
-    run(|| {
-        let store = LocalStore::open_existing(&args.store.store)?;
-        let previous = store.promote(&args.name, &args.version, &args.channel)?;
+    let promoted = async {
+        let store = AnyStore::open_existing(&args.store.store).await?;
+        let previous = policy::promote(&store, &args.name, &args.version, &args.channel).await?;
         print_promoted(args, previous);
         Ok(ExitCode::Success)
-    })
+    };
+    finish(promoted.await)
 }
 
 fn print_promoted(args: &PromoteArgs, previous: Option<String>) {
-    {
-        if terminal::is_json() {
-            print_json(&serde_json::json!({
-                "name": args.name,
-                "version": args.version,
-                "channel": args.channel,
-                "previous": previous,
-            }));
-        } else {
-            let was = previous.map(|p| format!(" (was {p})")).unwrap_or_default();
-            terminal::print_stdout(&format!("{}: {} -> {}{was}", args.name, args.channel, args.version));
-        }
+    if terminal::is_json() {
+        print_json(&serde_json::json!({
+            "name": args.name,
+            "version": args.version,
+            "channel": args.channel,
+            "previous": previous,
+        }));
+    } else {
+        let was = previous.map(|p| format!(" (was {p})")).unwrap_or_default();
+        terminal::print_stdout(&format!("{}: {} -> {}{was}", args.name, args.channel, args.version));
     }
 }
 
 pub async fn verify_artifact(args: &VerifyArtifactArgs) -> ExitCode {
-    // A path is always local; a reference is looked up in the store.
-    if !looks_like_path(&args.target) {
-        match args.store.s3() {
-            Err(e) => return finish(Err(e)),
-            Ok(Some((bucket, prefix))) => return finish(remote::verify(&bucket, &prefix, &args.target).await),
-            Ok(None) => {}
+    finish(verify_target(args).await)
+}
+
+/// A path is always a local directory (verifying it needs no store, and
+/// must not create one); a reference is looked up in the store. An S3
+/// version is downloaded once through the hashers, nothing is stored.
+async fn verify_target(args: &VerifyArtifactArgs) -> Result<ExitCode, StoreError> {
+    let dir = if looks_like_path(&args.target) {
+        PathBuf::from(&args.target)
+    } else {
+        let store = AnyStore::open_existing(&args.store.store).await?;
+        let (name, version) = policy::resolve(&store, &args.target).await?;
+        match store {
+            AnyStore::Local(local) => local.version_dir(&name, &version),
+            #[cfg(feature = "aws")]
+            AnyStore::S3(s3) => {
+                let report = s3.verify(&name, &version).await?;
+                return Ok(print_report(&report, &report.at.url, &report.problems));
+            }
         }
-    }
-    run(|| {
-        let dir = target_dir(&args.target, &args.store.store)?;
-        // Verifying a plain directory needs no store, and must not create one.
-        let report = crate::store::verify_dir(&dir)?;
-        Ok(print_report(&report, &report.dir.display().to_string(), &report.problems))
-    })
+    };
+    let report = crate::store::verify_dir(&dir)?;
+    Ok(print_report(&report, &report.at.dir.display().to_string(), &report.problems))
 }
 
 pub async fn prune(args: &PruneArgs) -> ExitCode {
-    match args.store.s3() {
-        Err(e) => return finish(Err(e)),
-        Ok(Some((bucket, prefix))) => return finish(remote::prune(&bucket, &prefix, args).await),
-        Ok(None) => {}
-    }
-    run(|| {
-        let store = LocalStore::open_existing(&args.store.store)?;
-        let removed = store.prune(&args.name, args.keep)?;
+    let pruned = async {
+        let store = AnyStore::open_existing(&args.store.store).await?;
+        let removed = policy::prune(&store, &args.name, args.keep).await?;
         print_pruned(&args.name, &removed);
         Ok(ExitCode::Success)
-    })
+    };
+    finish(pruned.await)
 }
 
 fn print_pruned(name: &str, removed: &[String]) {
@@ -207,10 +202,6 @@ fn print_pruned(name: &str, removed: &[String]) {
 
 /// Reports an error and maps it to an exit code: bad names and references
 /// are usage errors (2), everything else a failure (1).
-fn run(f: impl FnOnce() -> Result<ExitCode, StoreError>) -> ExitCode {
-    finish(f())
-}
-
 fn finish(result: Result<ExitCode, StoreError>) -> ExitCode {
     match result {
         Ok(code) => code,
@@ -244,24 +235,6 @@ fn is_usage_error(e: &StoreError) -> bool {
 
 fn looks_like_path(target: &str) -> bool {
     target.contains('/') || (!target.contains('@') && Path::new(target).is_dir())
-}
-
-/// A path if it looks like one (contains `/`, or names an existing directory
-/// and has no `@`); otherwise an image reference resolved in the store.
-fn target_dir(target: &str, store_root: &Path) -> Result<PathBuf, StoreError> {
-    let path = Path::new(target);
-    if looks_like_path(target) {
-        return Ok(path.to_path_buf());
-    }
-    let store = match StoreLocation::parse(store_root)? {
-        StoreLocation::Local(root) => LocalStore::open_existing(root)?,
-        // Handled by the caller; only an unusable `s3://` gets here.
-        StoreLocation::S3 { .. } => {
-            return Err(StoreError::InvalidStoreUrl { value: store_root.display().to_string() });
-        }
-    };
-    let (name, version) = store.resolve(target)?;
-    Ok(store.version_dir(&name, &version))
 }
 
 /// Prints a verification report of either store; `location` prefixes each problem.
@@ -316,98 +289,5 @@ fn print_table(rows: Vec<[String; 4]>) {
             w2 = widths[2],
         );
         terminal::print_stdout(line.trim_end());
-    }
-}
-
-/// The store commands on `--store s3://BUCKET/PREFIX`.
-#[cfg(feature = "aws")]
-mod remote {
-    use super::{PromoteArgs, PruneArgs, print_json, print_manifest, print_promoted, print_pruned, print_table, row};
-    use crate::error::ExitCode;
-    use crate::face::terminal;
-    use crate::store::StoreError;
-    use crate::store::s3::open_url;
-
-    pub async fn versions(bucket: &str, prefix: &str, name: &str) -> Result<ExitCode, StoreError> {
-        let list = open_url(bucket, prefix).await?.list_versions(name).await?;
-        if terminal::is_json() {
-            // The local store's fields, with `url` where a local listing has `path`.
-            let items: Vec<serde_json::Value> = list
-                .iter()
-                .map(|v| {
-                    serde_json::json!({
-                        "version": v.version,
-                        "created_at": v.published_at,
-                        "size": v.size,
-                        "channels": v.channels,
-                        "url": v.url,
-                    })
-                })
-                .collect();
-            print_json(&serde_json::Value::Array(items));
-        } else {
-            print_table(list.iter().map(|v| row(&v.version, v.published_at.as_deref(), v.size, &v.channels)).collect());
-        }
-        Ok(ExitCode::Success)
-    }
-
-    pub async fn show(bucket: &str, prefix: &str, spec: &str) -> Result<ExitCode, StoreError> {
-        let store = open_url(bucket, prefix).await?;
-        let (name, version) = store.resolve(spec).await?;
-        print_manifest(&store.manifest(&name, &version).await?);
-        Ok(ExitCode::Success)
-    }
-
-    pub async fn promote(bucket: &str, prefix: &str, args: &PromoteArgs) -> Result<ExitCode, StoreError> {
-        let store = open_url(bucket, prefix).await?;
-        let previous = store.promote(&args.name, &args.version, &args.channel).await?;
-        print_promoted(args, previous);
-        Ok(ExitCode::Success)
-    }
-
-    pub async fn prune(bucket: &str, prefix: &str, args: &PruneArgs) -> Result<ExitCode, StoreError> {
-        let removed = open_url(bucket, prefix).await?.prune(&args.name, args.keep).await?;
-        print_pruned(&args.name, &removed);
-        Ok(ExitCode::Success)
-    }
-
-    /// Downloads every file once and re-hashes it (nothing is stored).
-    pub async fn verify(bucket: &str, prefix: &str, spec: &str) -> Result<ExitCode, StoreError> {
-        let store = open_url(bucket, prefix).await?;
-        let (name, version) = store.resolve(spec).await?;
-        let report = store.verify(&name, &version).await?;
-        Ok(super::print_report(&report, &report.url, &report.problems))
-    }
-}
-
-/// Without the `aws` feature an `s3://` store is a clear usage error.
-#[cfg(not(feature = "aws"))]
-mod remote {
-    use super::{PromoteArgs, PruneArgs};
-    use crate::error::ExitCode;
-    use crate::store::StoreError;
-
-    fn unsupported() -> Result<ExitCode, StoreError> {
-        Err(StoreError::NoAwsSupport { what: "an s3:// store".to_string() })
-    }
-
-    pub async fn versions(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
-        unsupported()
-    }
-
-    pub async fn show(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
-        unsupported()
-    }
-
-    pub async fn promote(_: &str, _: &str, _: &PromoteArgs) -> Result<ExitCode, StoreError> {
-        unsupported()
-    }
-
-    pub async fn prune(_: &str, _: &str, _: &PruneArgs) -> Result<ExitCode, StoreError> {
-        unsupported()
-    }
-
-    pub async fn verify(_: &str, _: &str, _: &str) -> Result<ExitCode, StoreError> {
-        unsupported()
     }
 }

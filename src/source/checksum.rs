@@ -3,8 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use imgbuild_store_format::{Algo, MultiHasher};
 use serde::{Deserialize, Serialize};
-use sha2::Digest as _;
 
 /// A supported hash algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -12,6 +12,15 @@ use sha2::Digest as _;
 pub enum DigestAlgo {
     Sha256,
     Sha512,
+}
+
+impl From<DigestAlgo> for Algo {
+    fn from(algo: DigestAlgo) -> Algo {
+        match algo {
+            DigestAlgo::Sha256 => Algo::Sha256,
+            DigestAlgo::Sha512 => Algo::Sha512,
+        }
+    }
 }
 
 impl DigestAlgo {
@@ -226,47 +235,35 @@ fn bare_value_error(input: &str, s: &str) -> ChecksumParseError {
     ChecksumParseError::new(input, reason)
 }
 
-/// Incremental hasher for either algorithm.
+/// Incremental hasher for either algorithm (the store format's one hasher).
 #[derive(Clone)]
-pub(crate) enum Hasher {
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
+pub(crate) struct Hasher {
+    algo: DigestAlgo,
+    inner: MultiHasher,
 }
 
 impl Hasher {
     pub(crate) fn new(algo: DigestAlgo) -> Self {
-        match algo {
-            DigestAlgo::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            DigestAlgo::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-        }
+        Hasher { algo, inner: MultiHasher::new(&[algo.into()]) }
     }
 
     pub(crate) fn algo(&self) -> DigestAlgo {
-        match self {
-            Hasher::Sha256(_) => DigestAlgo::Sha256,
-            Hasher::Sha512(_) => DigestAlgo::Sha512,
-        }
+        self.algo
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-        }
+        self.inner.update(data);
     }
 
     pub(crate) fn finish(self) -> Digest {
-        let (algo, hex) = match self {
-            Hasher::Sha256(h) => (DigestAlgo::Sha256, hex::encode(h.finalize())),
-            Hasher::Sha512(h) => (DigestAlgo::Sha512, hex::encode(h.finalize())),
-        };
-        Digest { algo, hex }
+        let hex = self.inner.finish().get(self.algo.into()).unwrap_or_default().to_string();
+        Digest { algo: self.algo, hex }
     }
 }
 
 /// Lowercase hex SHA-256 of `data` (used for cache key file names).
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(data))
+    imgbuild_store_format::sha256_hex(data)
 }
 
 /// One usable line of a checksum list.

@@ -1,6 +1,8 @@
 //! Errors of the artifact store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use imgbuild_store_format::Refusal;
 
 /// Why a store operation failed.
 ///
@@ -136,6 +138,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The store policy's refusal, for the store at `store`.
+    pub(crate) fn refused(refusal: Refusal, store: &Path) -> Self {
+        let store = store.to_path_buf();
+        match refusal {
+            Refusal::InvalidName { name, reason } => StoreError::InvalidName { name, reason },
+            Refusal::InvalidVersion { version } => StoreError::InvalidVersion { version },
+            Refusal::InvalidChannel { channel } => StoreError::InvalidChannel { channel },
+            Refusal::InvalidSpec { spec } => StoreError::InvalidSpec { spec },
+            Refusal::ImageNotFound { name } => StoreError::ImageNotFound { name, store },
+            Refusal::VersionNotFound { name, version } => StoreError::VersionNotFound { name, version, store },
+            Refusal::ChannelNotFound { name, channel, available } => {
+                StoreError::ChannelNotFound { name, channel, available }
+            }
+            Refusal::DanglingChannel { name, channel, version } => {
+                StoreError::DanglingChannel { name, channel, version }
+            }
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io { action, path: path.into(), source }
     }

@@ -5,6 +5,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use imgbuild_store_format::policy::{self, Backend, Listed, Refusal};
 use serde::Serialize;
 
 use super::error::StoreError;
@@ -12,8 +13,8 @@ use super::fsio::{self, LOCK_FILE, open_lock, read_dir, remove_locked_dir, try_l
 use super::meta::{self, CHANNELS_FILE, INDEX_FILE};
 use super::staging::Staging;
 use super::verify::{VerifyReport, verify_dir};
-use super::versions::{self, validate_channel, validate_name, validate_version};
-use super::{LATEST, MANIFEST_FILE, STAGING_PREFIX, TRASH_PREFIX, pause_point};
+use super::versions::{self, validate_name, validate_version};
+use super::{MANIFEST_FILE, STAGING_PREFIX, TRASH_PREFIX, pause_point};
 use imgbuild_store_format::{Day, Index, IndexEntry};
 
 /// A store rooted at a directory; see the module documentation for the
@@ -37,13 +38,13 @@ pub struct VersionInfo {
 }
 
 /// The exclusive store lock (`STORE/.lock`), released on drop.
-pub(crate) struct StoreLock {
+pub struct StoreLock {
     _file: File,
 }
 
 /// A staging or trash directory whose lock we hold, to delete once the store
 /// lock is released.
-struct Claimed {
+pub struct Claimed {
     dir: PathBuf,
     _lock: File,
 }
@@ -84,9 +85,11 @@ impl LocalStore {
 
     /// Whether `name@version` is published (a complete version directory).
     pub fn exists(&self, name: &str, version: &str) -> bool {
-        validate_name(name).is_ok()
-            && validate_version(version).is_ok()
-            && self.version_dir(name, version).join(MANIFEST_FILE).is_file()
+        now(policy::exists(self, name, version)).unwrap_or(false)
+    }
+
+    fn has_manifest_file(&self, name: &str, version: &str) -> bool {
+        self.version_dir(name, version).join(MANIFEST_FILE).is_file()
     }
 
     /// `YYYY.MM.DD.N` for `today`, with `N` one more than the highest
@@ -100,9 +103,7 @@ impl LocalStore {
     /// The highest `N` of `today`'s `YYYY.MM.DD.N` versions of `name`,
     /// half-published ones included (0 when none).
     pub fn highest_auto_number(&self, name: &str, today: Day) -> Result<u64, StoreError> {
-        validate_name(name)?;
-        let names = self.dir_names(&self.image_dir(name))?;
-        Ok(today.highest_n(names.iter().map(String::as_str)))
+        now(policy::highest_auto_number(self, name, today))
     }
 
     /// Starts publishing `name@version`: a fresh, locked staging directory
@@ -129,45 +130,44 @@ impl LocalStore {
 
     /// Published versions, oldest first.
     pub fn versions(&self, name: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        validate_name(name)?;
-        let list = self.visible_versions(name)?;
-        if list.is_empty() {
-            return Err(self.image_not_found(name));
-        }
-        let channels = self.channels(name)?;
-        Ok(list.into_iter().map(|version| self.version_info(name, version, &channels)).collect())
+        let list = now(policy::versions(self, name))?;
+        Ok(list
+            .into_iter()
+            .map(|v| VersionInfo {
+                path: self.version_dir(name, &v.version),
+                version: v.version,
+                created_at: v.created_at,
+                size: v.size,
+                channels: v.channels,
+            })
+            .collect())
     }
 
-    fn version_info(&self, name: &str, version: String, channels: &BTreeMap<String, String>) -> VersionInfo {
-        let path = self.version_dir(name, &version);
-        let created_at = match self.manifest(name, &version) {
-            Ok(m) => m.get("created_at").and_then(|v| v.as_str()).map(String::from),
+    /// `created_at` from the manifest, as written there.
+    fn created_at(&self, name: &str, version: &str) -> Option<String> {
+        match self.manifest_file(name, version) {
+            Ok(m) => m?.get("created_at").and_then(|v| v.as_str()).map(String::from),
             Err(e) => {
                 tracing::warn!(error = %crate::error::chain(&e), "no creation time");
                 None
             }
-        };
-        VersionInfo {
-            created_at,
-            size: dir_size(&path),
-            channels: channels.iter().filter(|(_, v)| **v == version).map(|(c, _)| c.clone()).collect(),
-            path,
-            version,
         }
     }
 
     /// Complete version directories of `name`, oldest first. Dot-directories
     /// (staging, trash) and directories without a manifest are not versions.
     pub(crate) fn visible_versions(&self, name: &str) -> Result<Vec<String>, StoreError> {
-        let image_dir = self.image_dir(name);
-        let mut list: Vec<String> = self
-            .dir_names(&image_dir)?
-            .into_iter()
-            .filter(|v| validate_version(v).is_ok())
-            .filter(|v| image_dir.join(v).join(MANIFEST_FILE).is_file())
-            .collect();
+        let mut list = self.complete_version_names(name)?;
         list.sort_by(|a, b| versions::compare(a, b));
         Ok(list)
+    }
+
+    fn complete_version_names(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .dir_names(&self.image_dir(name))?
+            .into_iter()
+            .filter(|v| validate_version(v).is_ok() && self.has_manifest_file(name, v))
+            .collect())
     }
 
     /// Images with at least one published version, sorted.
@@ -187,88 +187,42 @@ impl LocalStore {
     /// (a crash between publishing and updating it) the newest version is
     /// used.
     pub fn resolve(&self, spec: &str) -> Result<(String, String), StoreError> {
-        let (name, selector) = match spec.split_once('@') {
-            Some((name, selector)) => (name, selector),
-            None => (spec, LATEST),
-        };
-        let invalid = || StoreError::InvalidSpec { spec: spec.to_string() };
-        validate_name(name).map_err(|_| invalid())?;
-        let version = if validate_version(selector).is_ok() {
-            selector.to_string()
-        } else if validate_channel(selector).is_ok() {
-            self.resolve_channel(name, selector)?
-        } else {
-            return Err(invalid());
-        };
-        if !self.exists(name, &version) {
-            return Err(self.version_not_found(name, &version));
-        }
-        Ok((name.to_string(), version))
-    }
-
-    fn resolve_channel(&self, name: &str, channel: &str) -> Result<String, StoreError> {
-        let channels = self.channels(name)?;
-        if let Some(version) = channels.get(channel) {
-            if !self.exists(name, version) {
-                return Err(StoreError::DanglingChannel {
-                    name: name.to_string(),
-                    channel: channel.to_string(),
-                    version: version.clone(),
-                });
-            }
-            return Ok(version.clone());
-        }
-        if channel == LATEST {
-            return self.visible_versions(name)?.pop().ok_or_else(|| self.image_not_found(name));
-        }
-        Err(StoreError::ChannelNotFound {
-            name: name.to_string(),
-            channel: channel.to_string(),
-            available: channels.into_keys().collect(),
-        })
+        now(policy::resolve(self, spec))
     }
 
     /// The parsed `manifest.json` of a published version.
     pub fn manifest(&self, name: &str, version: &str) -> Result<serde_json::Value, StoreError> {
-        validate_name(name)?;
-        validate_version(version)?;
+        now(policy::manifest(self, name, version))
+    }
+
+    /// `None` when the version has no manifest.
+    fn manifest_file(&self, name: &str, version: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let path = self.version_dir(name, version).join(MANIFEST_FILE);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(self.version_not_found(name, version));
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io("read", path, e)),
         };
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path, source })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| StoreError::Corrupt { path, source })
     }
 
     /// Channel → version for `name` (empty when none are set).
     pub fn channels(&self, name: &str) -> Result<BTreeMap<String, String>, StoreError> {
-        validate_name(name)?;
-        meta::read_channels(&self.image_dir(name).join(CHANNELS_FILE))
+        now(policy::channels(self, name))
     }
 
     /// Points `channel` at `name@version`; returns the version it pointed at
     /// before, if any.
     pub fn promote(&self, name: &str, version: &str, channel: &str) -> Result<Option<String>, StoreError> {
-        validate_name(name)?;
-        validate_version(version)?;
-        validate_channel(channel)?;
-        let _lock = self.lock_store()?;
-        // Checked under the lock: a concurrent prune cannot remove it now.
-        if !self.exists(name, version) {
-            return Err(self.version_not_found(name, version));
-        }
-        self.set_channel(name, channel, version)
+        now(policy::promote(self, name, version, channel))
     }
 
     /// Under the store lock: `channel` → `version`, returning the old target.
     pub(crate) fn set_channel(&self, name: &str, channel: &str, version: &str) -> Result<Option<String>, StoreError> {
         let path = self.image_dir(name).join(CHANNELS_FILE);
         let mut channels = meta::read_channels(&path)?;
-        let previous = channels.insert(channel.to_string(), version.to_string());
-        if previous.as_deref() != Some(version) {
+        let (previous, changed) = policy::point_channel(&mut channels, channel, version);
+        if changed {
             meta::write_channels(&path, &channels)?;
         }
         Ok(previous)
@@ -281,31 +235,7 @@ impl LocalStore {
     /// atomically for readers), the index is rewritten, and only then are the
     /// files deleted, outside the store lock.
     pub fn prune(&self, name: &str, keep: usize) -> Result<Vec<String>, StoreError> {
-        validate_name(name)?;
-        let mut claimed = Vec::new();
-        let removed = {
-            let _lock = self.lock_store()?;
-            let all = self.visible_versions(name)?;
-            if all.is_empty() {
-                return Err(self.image_not_found(name));
-            }
-            let pinned = self.channels(name)?;
-            let victims: Vec<String> = all[..all.len().saturating_sub(keep)]
-                .iter()
-                .filter(|v| !pinned.values().any(|p| p == *v))
-                .cloned()
-                .collect();
-            for version in &victims {
-                claimed.push(self.move_to_trash(name, version)?);
-            }
-            fsio::sync_dir(&self.image_dir(name))?;
-            self.rebuild_index(name)?;
-            victims
-        };
-        for c in claimed {
-            delete_claimed(c);
-        }
-        Ok(removed)
+        now(policy::prune(self, name, keep))
     }
 
     /// Under the store lock: renames a version directory to a locked trash
@@ -380,14 +310,6 @@ impl LocalStore {
         Ok(names)
     }
 
-    fn image_not_found(&self, name: &str) -> StoreError {
-        StoreError::ImageNotFound { name: name.to_string(), store: self.root.clone() }
-    }
-
-    fn version_not_found(&self, name: &str, version: &str) -> StoreError {
-        StoreError::VersionNotFound { name: name.to_string(), version: version.to_string(), store: self.root.clone() }
-    }
-
     // ------------------------------------------------------------- sweeping
 
     fn sweep(&self) {
@@ -414,6 +336,84 @@ impl LocalStore {
             delete_claimed(c);
         }
         Ok(())
+    }
+}
+
+/// Runs a store policy function on the local store. Its primitives do their
+/// (blocking) file-system work without ever waiting on another future, so the
+/// policy completes in one pass on the calling thread, inside or outside an
+/// async runtime alike. Primitives never call back into these wrappers.
+fn now<T>(policy_call: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(policy_call)
+}
+
+/// The local directory as a backend of the store policy.
+#[async_trait::async_trait]
+impl Backend for LocalStore {
+    type Error = StoreError;
+    type Guard = StoreLock;
+    type Removed = Vec<Claimed>;
+
+    fn refuse(&self, refusal: Refusal) -> StoreError {
+        StoreError::refused(refusal, &self.root)
+    }
+
+    async fn lock(&self) -> Result<StoreLock, StoreError> {
+        self.lock_store()
+    }
+
+    async fn complete_versions(&self, name: &str, details: bool) -> Result<Vec<Listed>, StoreError> {
+        Ok(self
+            .complete_version_names(name)?
+            .into_iter()
+            .map(|version| match details {
+                true => Listed {
+                    size: dir_size(&self.version_dir(name, &version)),
+                    created_at: self.created_at(name, &version),
+                    version,
+                },
+                false => Listed { version, size: 0, created_at: None },
+            })
+            .collect())
+    }
+
+    /// Half-published versions too: a crash between the rename and the
+    /// channel update must not hand out the same `auto` number again.
+    async fn taken_versions(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        self.dir_names(&self.image_dir(name))
+    }
+
+    async fn has_manifest(&self, name: &str, version: &str) -> Result<bool, StoreError> {
+        Ok(self.has_manifest_file(name, version))
+    }
+
+    async fn read_manifest(&self, name: &str, version: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.manifest_file(name, version)
+    }
+
+    async fn read_channels(&self, name: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        meta::read_channels(&self.image_dir(name).join(CHANNELS_FILE))
+    }
+
+    /// Called under the store lock, which serialises every writer.
+    async fn write_channel(&self, name: &str, channel: &str, version: &str) -> Result<Option<String>, StoreError> {
+        self.set_channel(name, channel, version)
+    }
+
+    async fn remove_versions(&self, name: &str, versions: &[String]) -> Result<Vec<Claimed>, StoreError> {
+        let mut claimed = Vec::new();
+        for version in versions {
+            claimed.push(self.move_to_trash(name, version)?);
+        }
+        fsio::sync_dir(&self.image_dir(name))?;
+        self.rebuild_index(name)?;
+        Ok(claimed)
+    }
+
+    async fn purge(&self, claimed: Vec<Claimed>) {
+        for c in claimed {
+            delete_claimed(c);
+        }
     }
 }
 

@@ -28,6 +28,7 @@
 //! `digests`: `{"sha256": "<hex>", "sha512": "<hex>"}` (values may also be
 //! `sha256:<hex>`) or an array of `algo:<hex>` strings.
 
+pub mod any;
 mod error;
 mod fsio;
 mod local;
@@ -42,12 +43,12 @@ use std::io::Write;
 use std::time::Duration;
 
 pub use error::StoreError;
-pub use imgbuild_store_format::Day;
+pub use imgbuild_store_format::{Day, LATEST};
 pub use local::{LocalStore, VersionInfo};
 pub use staging::Staging;
 pub use sums::{SumsEntry, format_sums, sums_file_name};
 pub(crate) use verify::verify_dir;
-pub use verify::{Problem, VerifyReport};
+pub use verify::{InDir, Problem, VerifyReport};
 pub use versions::{compare as compare_versions, validate_channel, validate_name, validate_version};
 
 /// Today in the local time zone: the day of the `auto` versions a build takes.
@@ -59,8 +60,6 @@ pub fn today() -> Day {
 
 /// The manifest file in every version directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// The channel every publish moves, and what a bare image name resolves to.
-pub const LATEST: &str = "latest";
 
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";

@@ -150,11 +150,6 @@ mod aws {
     /// The highest `N` of a `YYYY.MM.DD.N` version of `name` for `today`
     /// published in `store` (0 when none).
     pub async fn highest_auto_number(store: &S3Store, name: &str, today: Day) -> Result<u64, StoreError> {
-        let versions = match store.list_versions(name).await {
-            Ok(v) => v,
-            Err(imgbuild_aws::S3Error::ImageNotFound { .. }) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(today.highest_n(versions.iter().map(|v| v.version.as_str())))
+        Ok(imgbuild_store_format::policy::highest_auto_number(store, name, today).await?)
     }
 }

@@ -23,8 +23,5 @@ pub(crate) fn parse_sums(body: &str, path: &Path, algo: DigestAlgo) -> Result<Ve
 }
 
 fn format_algo(algo: DigestAlgo) -> imgbuild_store_format::Algo {
-    match algo {
-        DigestAlgo::Sha256 => imgbuild_store_format::Algo::Sha256,
-        DigestAlgo::Sha512 => imgbuild_store_format::Algo::Sha512,
-    }
+    algo.into()
 }

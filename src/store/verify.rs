@@ -7,41 +7,26 @@
 //! double the time).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use imgbuild_store_format::Plan;
 pub use imgbuild_store_format::Problem;
+use imgbuild_store_format::{Algo, MultiHasher, Plan, hash_reader};
 use serde::Serialize;
-use sha2::Digest as _;
 
 use super::MANIFEST_FILE;
 use super::error::StoreError;
 use super::sums::{SumsEntry, parse_sums, sums_file_name};
 use crate::source::DigestAlgo;
 
-const READ_BUFFER: usize = 1 << 20;
+/// Where a verified directory is.
+#[derive(Debug, Clone, Serialize)]
+pub struct InDir {
+    pub dir: PathBuf,
+}
 
 /// The outcome of [`crate::store::LocalStore::verify`].
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    pub dir: PathBuf,
-    /// Files listed in `SHA256SUMS`, in list order.
-    pub files: Vec<String>,
-    /// Empty when everything matched.
-    pub problems: Vec<Problem>,
-}
-
-impl VerifyReport {
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    /// The files with a problem, each once, in the order found.
-    pub fn bad_files(&self) -> Vec<&str> {
-        imgbuild_store_format::bad_files(&self.problems)
-    }
-}
+pub type VerifyReport = imgbuild_store_format::VerifyReport<InDir>;
 
 pub(crate) fn verify_dir(dir: &Path) -> Result<VerifyReport, StoreError> {
     let sha256 =
@@ -59,7 +44,7 @@ pub(crate) fn verify_dir(dir: &Path) -> Result<VerifyReport, StoreError> {
             Err(e) => plan.problems.push(Problem::Unreadable { file, error: e.to_string() }),
         }
     }
-    Ok(VerifyReport { dir: dir.to_path_buf(), files: plan.files, problems: plan.problems })
+    Ok(VerifyReport::new(InDir { dir: dir.to_path_buf() }, plan))
 }
 
 fn read_sums(dir: &Path, algo: DigestAlgo) -> Result<Option<Vec<SumsEntry>>, StoreError> {
@@ -74,21 +59,6 @@ fn read_sums(dir: &Path, algo: DigestAlgo) -> Result<Option<Vec<SumsEntry>>, Sto
 /// Lowercase hex SHA-256 and, if asked, SHA-512, from one read pass.
 pub(crate) fn hash_file(path: &Path, with_sha512: bool) -> io::Result<(String, Option<String>)> {
     let mut file = File::open(path)?;
-    let mut sha256 = sha2::Sha256::new();
-    let mut sha512 = with_sha512.then(sha2::Sha512::new);
-    let mut buf = vec![0u8; READ_BUFFER];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let chunk = &buf[..n];
-        sha256.update(chunk);
-        if let Some(h) = sha512.as_mut() {
-            h.update(chunk);
-        }
-    }
-    Ok((hex::encode(sha256.finalize()), sha512.map(|h| hex::encode(h.finalize()))))
+    let digests = hash_reader(&mut file, MultiHasher::sha256_and(with_sha512), |_| ())?;
+    Ok((digests.sha256(), digests.get(Algo::Sha512).map(String::from)))
 }

@@ -6,20 +6,19 @@ pub use imgbuild_store_format::compare;
 
 use super::error::StoreError;
 
+use std::path::Path;
+
+use imgbuild_store_format::policy;
+
+// The refusals below name no store, so any path does.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
-    crate::template::validate_name(name).map_err(|reason| StoreError::InvalidName { name: name.to_string(), reason })
+    policy::valid_name(name).map_err(|r| StoreError::refused(r, Path::new("")))
 }
 
 pub fn validate_channel(channel: &str) -> Result<(), StoreError> {
-    match imgbuild_store_format::is_valid_channel(channel) {
-        true => Ok(()),
-        false => Err(StoreError::InvalidChannel { channel: channel.to_string() }),
-    }
+    policy::valid_channel(channel).map_err(|r| StoreError::refused(r, Path::new("")))
 }
 
 pub fn validate_version(version: &str) -> Result<(), StoreError> {
-    match imgbuild_store_format::is_valid_version(version) {
-        true => Ok(()),
-        false => Err(StoreError::InvalidVersion { version: version.to_string() }),
-    }
+    policy::valid_version(version).map_err(|r| StoreError::refused(r, Path::new("")))
 }

@@ -17,13 +17,13 @@
 //! The file is sparse: 1 MiB of random data every 32 MiB, holes elsewhere,
 //! so it costs little disk while every byte still goes through the upload.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use imgbuild_aws::{Algo, ArtifactFile, S3Store, format_sums};
-use sha2::{Digest, Sha256};
+use imgbuild_store_format::{MultiHasher, hash_reader};
 
 const MIB: u64 = 1 << 20;
 
@@ -135,16 +135,6 @@ fn make_sparse_random(path: &Path, size: u64) -> std::io::Result<()> {
 
 fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hex::encode(hasher.finalize())))
+    let digests = hash_reader(&mut file, MultiHasher::sha256_and(false), |_| ())?;
+    Ok((digests.size, digests.sha256()))
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use imgbuild_store_format::Refusal;
 
 /// A boxed underlying error (an SDK error, an I/O error, ...).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -150,6 +151,23 @@ pub enum S3Error {
 }
 
 impl S3Error {
+    /// The store policy's refusal, for the store at `s3://bucket/prefix`.
+    pub(crate) fn refused(refusal: Refusal, bucket: &str, prefix: &str) -> Self {
+        let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+        match refusal {
+            Refusal::InvalidName { name, reason } => S3Error::InvalidName { name, reason },
+            Refusal::InvalidVersion { version } => S3Error::InvalidVersion { version },
+            Refusal::InvalidChannel { channel } => S3Error::InvalidChannel { channel },
+            Refusal::InvalidSpec { spec } => S3Error::InvalidSpec { spec },
+            Refusal::ImageNotFound { name } => S3Error::ImageNotFound { name, bucket, prefix },
+            Refusal::VersionNotFound { name, version } => S3Error::VersionNotFound { name, version, bucket, prefix },
+            Refusal::ChannelNotFound { name, channel, available } => {
+                S3Error::ChannelNotFound { name, channel, available }
+            }
+            Refusal::DanglingChannel { name, channel, version } => S3Error::DanglingChannel { name, channel, version },
+        }
+    }
+
     /// Whether this is the "the version is already there (or being
     /// published by someone else)" outcome of a publish race.
     pub fn is_already_exists(&self) -> bool {

@@ -51,18 +51,18 @@ mod verify;
 
 pub use config::{EndpointError, load as load_sdk_config, sdk_loader};
 pub use error::{BoxError, S3Error};
+/// The channel every publish moves, and what a bare image name resolves to.
+pub use imgbuild_store_format::LATEST;
 pub use names::{compare as compare_versions, validate_channel, validate_name, validate_version};
 pub use publish::{ArtifactFile, Progress, Published, SHA256_METADATA};
 pub use store::{
     CleanupReport, DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE, S3Store, S3Target, VersionInfo,
 };
 pub use sums::{Algo, SumsEntry, format_sums, parse_sums};
-pub use verify::{METADATA_SOURCE, Problem, VerifyReport};
+pub use verify::{AtUrl, METADATA_SOURCE, Problem, VerifyReport};
 
 /// The manifest object of every version; its presence publishes the version.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// The channel every publish moves, and what a bare image name resolves to.
-pub const LATEST: &str = "latest";
 /// `PREFIX/NAME/channels.json`.
 pub const CHANNELS_FILE: &str = "channels.json";
 /// `PREFIX/index.json`.

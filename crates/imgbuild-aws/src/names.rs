@@ -6,20 +6,17 @@ pub use imgbuild_store_format::compare;
 
 use crate::error::S3Error;
 
+use imgbuild_store_format::policy;
+
+// The refusals below name no bucket.
 pub fn validate_name(name: &str) -> Result<(), S3Error> {
-    imgbuild_store_format::check_name(name).map_err(|reason| S3Error::InvalidName { name: name.to_string(), reason })
+    policy::valid_name(name).map_err(|r| S3Error::refused(r, "", ""))
 }
 
 pub fn validate_channel(channel: &str) -> Result<(), S3Error> {
-    match imgbuild_store_format::is_valid_channel(channel) {
-        true => Ok(()),
-        false => Err(S3Error::InvalidChannel { channel: channel.to_string() }),
-    }
+    policy::valid_channel(channel).map_err(|r| S3Error::refused(r, "", ""))
 }
 
 pub fn validate_version(version: &str) -> Result<(), S3Error> {
-    match imgbuild_store_format::is_valid_version(version) {
-        true => Ok(()),
-        false => Err(S3Error::InvalidVersion { version: version.to_string() }),
-    }
+    policy::valid_version(version).map_err(|r| S3Error::refused(r, "", ""))
 }

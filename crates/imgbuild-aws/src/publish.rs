@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest as _, Sha256};
+use imgbuild_store_format::MultiHasher;
 use tokio::task::JoinSet;
 
 use crate::error::{S3Error, request_error};
@@ -249,7 +249,7 @@ impl S3Store {
         content_type: &str,
         tracker: &mut Tracker,
     ) -> Result<(), S3Error> {
-        let sha256 = hex::encode(Sha256::digest(body));
+        let sha256 = imgbuild_store_format::sha256_hex(body);
         let metadata = [(SHA256_METADATA, sha256.as_str())];
         match self.put_small(key, body.to_vec(), Condition::Absent, content_type, &metadata).await? {
             PutOutcome::Written => {
@@ -343,10 +343,10 @@ impl S3Store {
         let size = ctx.size;
         let (data, file_sha, part_sha) = tokio::task::spawn_blocking(move || -> Result<_, S3Error> {
             let file = File::open(&path).map_err(|e| S3Error::io("open", &path, e))?;
-            let mut hasher = Sha256::new();
+            let mut hasher = file_hasher();
             let data = read_part(&file, &path, 0, size, &mut hasher, BytesMut::new())?;
             check_no_more_data(&file, &path, size)?;
-            let file_sha = hex::encode(hasher.finalize());
+            let file_sha = hasher.finish().sha256();
             let part_sha = sha256_base64(&data);
             Ok((data, file_sha, part_sha))
         })
@@ -437,7 +437,7 @@ impl S3Store {
     ) -> Result<Completion, S3Error> {
         let path = ctx.file.path.clone();
         let file = Arc::new(File::open(&path).map_err(|e| S3Error::io("open", &path, e))?);
-        let mut hasher = Some(Sha256::new());
+        let mut hasher = Some(file_hasher());
         let mut tasks: JoinSet<Result<(CompletedPart, Bytes), S3Error>> = JoinSet::new();
         let mut completed: Vec<CompletedPart> = Vec::new();
         let mut pool: Vec<BytesMut> = Vec::new();
@@ -445,7 +445,7 @@ impl S3Store {
         loop {
             while tasks.len() < self.concurrency && offset < ctx.size {
                 let len = part_size.min(ctx.size - offset);
-                let (file2, path2, mut h) = (file.clone(), path.clone(), hasher.take().unwrap_or_default());
+                let (file2, path2, mut h) = (file.clone(), path.clone(), hasher.take().unwrap_or_else(file_hasher));
                 let buf = pool.pop().unwrap_or_default();
                 let (data, h, checksum) = tokio::task::spawn_blocking(move || -> Result<_, S3Error> {
                     let data = read_part(&file2, &path2, offset, len, &mut h, buf)?;
@@ -496,7 +496,7 @@ impl S3Store {
             }
         }
         check_no_more_data(&file, &path, ctx.size)?;
-        let actual = hex::encode(hasher.take().unwrap_or_default().finalize());
+        let actual = hasher.take().unwrap_or_else(file_hasher).finish().sha256();
         check_digest(&path, &ctx.file.sha256, &actual)?;
         completed.sort_by_key(|p| p.part_number());
         let result = self
@@ -597,7 +597,7 @@ fn read_part(
     path: &Path,
     offset: u64,
     len: u64,
-    hasher: &mut Sha256,
+    hasher: &mut MultiHasher,
     mut buf: BytesMut,
 ) -> Result<Bytes, S3Error> {
     let len_usize = usize::try_from(len).map_err(|_| S3Error::Task("part larger than memory".to_string()))?;
@@ -643,7 +643,12 @@ fn check_digest(path: &Path, expected: &str, actual: &str) -> Result<(), S3Error
 
 /// Base64 of the raw SHA-256, the form of `x-amz-checksum-sha256`.
 pub(crate) fn sha256_base64(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+    base64::engine::general_purpose::STANDARD.encode(imgbuild_store_format::hash::sha256(data))
+}
+
+/// The whole-file SHA-256 recorded as `x-amz-meta-sha256`.
+fn file_hasher() -> MultiHasher {
+    MultiHasher::new(&[Algo::Sha256])
 }
 
 /// Checks names, digests and lists; returns the lists as `(file name,

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{S3Error, request_error};
-use crate::names::{self, validate_channel, validate_name, validate_version};
-use crate::{CHANNELS_FILE, INDEX_FILE, INDEX_SCHEMA_VERSION, LATEST, MANIFEST_FILE};
+use crate::names::{self, validate_name, validate_version};
+use crate::{CHANNELS_FILE, INDEX_FILE, INDEX_SCHEMA_VERSION, MANIFEST_FILE};
+use imgbuild_store_format::policy::{self, Backend, Listed, Refusal};
 use imgbuild_store_format::{Index, IndexEntry};
 
 /// Default multipart part size: 8 MiB (the publish memory bound is about
@@ -270,28 +271,21 @@ impl S3Store {
 
     /// Whether `name@version` is published: its `manifest.json` exists.
     pub async fn exists(&self, name: &str, version: &str) -> Result<bool, S3Error> {
-        validate_name(name)?;
-        validate_version(version)?;
-        Ok(self.head(&self.object_key(name, version, MANIFEST_FILE)).await?.is_some())
+        policy::exists(self, name, version).await
     }
 
     /// Published versions of `name`, oldest first. Only versions with a
     /// `manifest.json` count: an interrupted publish is invisible.
     pub async fn list_versions(&self, name: &str) -> Result<Vec<VersionInfo>, S3Error> {
-        validate_name(name)?;
-        let versions = self.visible_versions(name).await?;
-        if versions.is_empty() {
-            return Err(self.image_not_found(name));
-        }
-        let channels = self.channels(name).await?;
-        Ok(versions
+        Ok(policy::versions(self, name)
+            .await?
             .into_iter()
             .map(|v| VersionInfo {
-                channels: channels.iter().filter(|(_, c)| **c == v.version).map(|(c, _)| c.clone()).collect(),
                 url: self.url(&self.version_prefix(name, &v.version)),
-                published_at: v.published_at.map(rfc3339),
-                size: v.size,
                 version: v.version,
+                published_at: v.created_at,
+                size: v.size,
+                channels: v.channels,
             })
             .collect())
     }
@@ -326,19 +320,12 @@ impl S3Store {
 
     /// The parsed `manifest.json` of a published version.
     pub async fn manifest(&self, name: &str, version: &str) -> Result<serde_json::Value, S3Error> {
-        validate_name(name)?;
-        validate_version(version)?;
-        let key = self.object_key(name, version, MANIFEST_FILE);
-        match self.get_json::<serde_json::Value>(&key).await? {
-            Some((manifest, _)) => Ok(manifest),
-            None => Err(self.version_not_found(name, version)),
-        }
+        policy::manifest(self, name, version).await
     }
 
     /// Channel → version for `name` (empty when none are set).
     pub async fn channels(&self, name: &str) -> Result<BTreeMap<String, String>, S3Error> {
-        validate_name(name)?;
-        Ok(self.get_json(&self.channels_key(name)).await?.map(|(c, _)| c).unwrap_or_default())
+        policy::channels(self, name).await
     }
 
     /// `NAME@VERSION`, `NAME@CHANNEL` or `NAME` (the `latest` channel) →
@@ -346,45 +333,7 @@ impl S3Store {
     /// (a crash between the manifest and the channel update) the newest
     /// version is used.
     pub async fn resolve(&self, spec: &str) -> Result<(String, String), S3Error> {
-        let (name, selector) = spec.split_once('@').unwrap_or((spec, LATEST));
-        let invalid = || S3Error::InvalidSpec { spec: spec.to_string() };
-        validate_name(name).map_err(|_| invalid())?;
-        let version = if validate_version(selector).is_ok() {
-            selector.to_string()
-        } else if validate_channel(selector).is_ok() {
-            self.resolve_channel(name, selector).await?
-        } else {
-            return Err(invalid());
-        };
-        if !self.exists(name, &version).await? {
-            return Err(self.version_not_found(name, &version));
-        }
-        Ok((name.to_string(), version))
-    }
-
-    async fn resolve_channel(&self, name: &str, channel: &str) -> Result<String, S3Error> {
-        let channels = self.channels(name).await?;
-        if let Some(version) = channels.get(channel) {
-            if !self.exists(name, version).await? {
-                return Err(S3Error::DanglingChannel {
-                    name: name.to_string(),
-                    channel: channel.to_string(),
-                    version: version.clone(),
-                });
-            }
-            return Ok(version.clone());
-        }
-        if channel == LATEST {
-            return match self.visible_versions(name).await?.pop() {
-                Some(v) => Ok(v.version),
-                None => Err(self.image_not_found(name)),
-            };
-        }
-        Err(S3Error::ChannelNotFound {
-            name: name.to_string(),
-            channel: channel.to_string(),
-            available: channels.into_keys().collect(),
-        })
+        policy::resolve(self, spec).await
     }
 
     /// Downloads every object of a published version into `dest` (created
@@ -434,13 +383,7 @@ impl S3Store {
     /// first), so concurrent promotes and publishes never lose each other's
     /// channels.
     pub async fn promote(&self, name: &str, version: &str, channel: &str) -> Result<Option<String>, S3Error> {
-        validate_name(name)?;
-        validate_version(version)?;
-        validate_channel(channel)?;
-        if !self.exists(name, version).await? {
-            return Err(self.version_not_found(name, version));
-        }
-        self.set_channel(name, channel, version).await
+        policy::promote(self, name, version, channel).await
     }
 
     pub(crate) async fn set_channel(
@@ -452,8 +395,8 @@ impl S3Store {
         let mut previous = None;
         self.update_json(&self.channels_key(name), |current: Option<BTreeMap<String, String>>| {
             let mut channels = current.unwrap_or_default();
-            previous = channels.insert(channel.to_string(), version.to_string());
-            let changed = previous.as_deref() != Some(version);
+            let changed;
+            (previous, changed) = policy::point_channel(&mut channels, channel, version);
             Box::pin(std::future::ready(Ok(changed.then_some(channels))))
         })
         .await?;
@@ -499,27 +442,7 @@ impl S3Store {
     /// lock to take): that can leave a channel pointing at a removed
     /// version, which `resolve` then reports as a dangling channel.
     pub async fn prune(&self, name: &str, keep: usize) -> Result<Vec<String>, S3Error> {
-        validate_name(name)?;
-        let all = self.visible_versions(name).await?;
-        if all.is_empty() {
-            return Err(self.image_not_found(name));
-        }
-        let pinned = self.channels(name).await?;
-        let victims: Vec<String> = all[..all.len().saturating_sub(keep)]
-            .iter()
-            .map(|v| v.version.clone())
-            .filter(|v| !pinned.values().any(|p| p == v))
-            .collect();
-        for version in &victims {
-            self.delete_key(&self.object_key(name, version, MANIFEST_FILE)).await?;
-            let keys: Vec<String> =
-                self.list_objects(&self.version_prefix(name, version)).await?.into_iter().map(|o| o.key).collect();
-            self.delete_keys(&keys).await?;
-        }
-        if !victims.is_empty() {
-            self.update_index(name).await?;
-        }
-        Ok(victims)
+        policy::prune(self, name, keep).await
     }
 
     // -------------------------------------------------------------- cleanup
@@ -844,18 +767,73 @@ impl S3Store {
         }
     }
 
-    pub(crate) fn image_not_found(&self, name: &str) -> S3Error {
-        S3Error::ImageNotFound { name: name.to_string(), bucket: self.bucket.clone(), prefix: self.prefix.clone() }
+    pub(crate) fn version_not_found(&self, name: &str, version: &str) -> S3Error {
+        self.refuse(Refusal::VersionNotFound { name: name.to_string(), version: version.to_string() })
+    }
+}
+
+/// The bucket as a backend of the store policy.
+#[async_trait::async_trait]
+impl Backend for S3Store {
+    type Error = S3Error;
+    /// Nothing to hold: every write is conditional.
+    type Guard = ();
+    type Removed = ();
+
+    fn refuse(&self, refusal: Refusal) -> S3Error {
+        S3Error::refused(refusal, &self.bucket, &self.prefix)
     }
 
-    pub(crate) fn version_not_found(&self, name: &str, version: &str) -> S3Error {
-        S3Error::VersionNotFound {
-            name: name.to_string(),
-            version: version.to_string(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-        }
+    async fn lock(&self) -> Result<(), S3Error> {
+        Ok(())
     }
+
+    async fn complete_versions(&self, name: &str, _details: bool) -> Result<Vec<Listed>, S3Error> {
+        // One listing gives the sizes and times anyway.
+        Ok(self
+            .visible_versions(name)
+            .await?
+            .into_iter()
+            .map(|v| Listed { version: v.version, size: v.size, created_at: v.published_at.map(rfc3339) })
+            .collect())
+    }
+
+    /// Only published versions: a version without a manifest may be taken
+    /// by its (live) publisher, which then loses at the manifest write.
+    async fn taken_versions(&self, name: &str) -> Result<Vec<String>, S3Error> {
+        Ok(self.visible_versions(name).await?.into_iter().map(|v| v.version).collect())
+    }
+
+    async fn has_manifest(&self, name: &str, version: &str) -> Result<bool, S3Error> {
+        Ok(self.head(&self.object_key(name, version, MANIFEST_FILE)).await?.is_some())
+    }
+
+    async fn read_manifest(&self, name: &str, version: &str) -> Result<Option<serde_json::Value>, S3Error> {
+        Ok(self.get_json(&self.object_key(name, version, MANIFEST_FILE)).await?.map(|(manifest, _)| manifest))
+    }
+
+    async fn read_channels(&self, name: &str) -> Result<BTreeMap<String, String>, S3Error> {
+        Ok(self.get_json(&self.channels_key(name)).await?.map(|(c, _)| c).unwrap_or_default())
+    }
+
+    async fn write_channel(&self, name: &str, channel: &str, version: &str) -> Result<Option<String>, S3Error> {
+        self.set_channel(name, channel, version).await
+    }
+
+    async fn remove_versions(&self, name: &str, versions: &[String]) -> Result<(), S3Error> {
+        for version in versions {
+            self.delete_key(&self.object_key(name, version, MANIFEST_FILE)).await?;
+            let keys: Vec<String> =
+                self.list_objects(&self.version_prefix(name, version)).await?.into_iter().map(|o| o.key).collect();
+            self.delete_keys(&keys).await?;
+        }
+        if !versions.is_empty() {
+            self.update_index(name).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge(&self, (): ()) {}
 }
 
 /// The objects of one `NAME/VERSION/` in a listing of the whole prefix.

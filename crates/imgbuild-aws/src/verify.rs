@@ -4,10 +4,9 @@
 //! the hashers (both SHA-256 and, when expected, SHA-512) without being
 //! stored.
 
-use imgbuild_store_format::Plan;
 pub use imgbuild_store_format::Problem;
+use imgbuild_store_format::{MultiHasher, Plan};
 use serde::Serialize;
-use sha2::Digest as _;
 
 use crate::MANIFEST_FILE;
 use crate::error::{S3Error, request_error};
@@ -19,27 +18,14 @@ use crate::sums::{Algo, SumsEntry, parse_sums};
 /// Where a digest was recorded when it came from the object's metadata.
 pub const METADATA_SOURCE: &str = "x-amz-meta-sha256";
 
-/// The outcome of [`S3Store::verify`].
+/// Where an S3 version is: `s3://bucket/prefix/NAME/VERSION/`.
 #[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    /// `s3://bucket/prefix/NAME/VERSION/`.
+pub struct AtUrl {
     pub url: String,
-    /// Files listed in `SHA256SUMS`, in list order.
-    pub files: Vec<String>,
-    /// Empty when everything matched.
-    pub problems: Vec<Problem>,
 }
 
-impl VerifyReport {
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    /// The files with a problem, each once, in the order found.
-    pub fn bad_files(&self) -> Vec<&str> {
-        imgbuild_store_format::bad_files(&self.problems)
-    }
-}
+/// The outcome of [`S3Store::verify`].
+pub type VerifyReport = imgbuild_store_format::VerifyReport<AtUrl>;
 
 impl S3Store {
     /// Downloads and re-hashes every file of `name@version` (one pass per
@@ -62,11 +48,7 @@ impl S3Store {
         for file in plan.files.clone() {
             self.check_object(name, version, &file, &mut plan).await;
         }
-        Ok(VerifyReport {
-            url: self.url(&self.version_prefix(name, version)),
-            files: plan.files,
-            problems: plan.problems,
-        })
+        Ok(VerifyReport::new(AtUrl { url: self.url(&self.version_prefix(name, version)) }, plan))
     }
 
     async fn read_sums(&self, name: &str, version: &str, algo: Algo) -> Result<Option<Vec<SumsEntry>>, S3Error> {
@@ -96,26 +78,20 @@ impl S3Store {
             }
         };
         let recorded = resp.metadata().and_then(|m| m.get(SHA256_METADATA)).map(|h| h.to_ascii_lowercase());
-        let mut sha256 = sha2::Sha256::new();
-        let mut sha512 = plan.wants_sha512(file).then(sha2::Sha512::new);
+        let mut hasher = MultiHasher::sha256_and(plan.wants_sha512(file));
         let mut body = resp.body;
         while let Some(chunk) = body.next().await {
             match chunk {
-                Ok(chunk) => {
-                    sha256.update(&chunk);
-                    if let Some(h) = sha512.as_mut() {
-                        h.update(&chunk);
-                    }
-                }
+                Ok(chunk) => hasher.update(&chunk),
                 Err(e) => {
                     plan.problems.push(unreadable(crate::error_chain(&self.stream_error("download", &key, e))));
                     return;
                 }
             }
         }
-        let sha256 = hex::encode(sha256.finalize());
-        let sha512 = sha512.map(|h| hex::encode(h.finalize()));
-        plan.check(file, &sha256, sha512.as_deref());
+        let digests = hasher.finish();
+        let sha256 = digests.sha256();
+        plan.check(file, &sha256, digests.get(Algo::Sha512));
         if let Some(recorded) = recorded
             && recorded != sha256
         {

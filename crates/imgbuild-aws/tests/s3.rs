@@ -24,9 +24,9 @@ use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use imgbuild_aws::{Algo, ArtifactFile, Problem, S3Error, S3Store, format_sums};
+use imgbuild_store_format::MultiHasher;
 use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 const REGION: &str = "eu-west-1";
 const PREFIX: &str = "images/";
@@ -70,7 +70,7 @@ fn random_file(dir: &Path, file_name: &str, size: u64, seed: u64) -> ArtifactFil
     let path = dir.join(file_name);
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut hasher = Sha256::new();
+    let mut hasher = MultiHasher::sha256_and(false);
     let mut buf = vec![0u8; MIB as usize];
     let mut left = size;
     while left > 0 {
@@ -81,7 +81,7 @@ fn random_file(dir: &Path, file_name: &str, size: u64, seed: u64) -> ArtifactFil
         left -= n as u64;
     }
     out.flush().unwrap();
-    ArtifactFile::new(path, file_name, hex::encode(hasher.finalize()))
+    ArtifactFile::new(path, file_name, hasher.finish().sha256())
 }
 
 fn sums_for(files: &[ArtifactFile]) -> Vec<(Algo, String)> {

@@ -66,6 +66,33 @@ impl fmt::Display for Problem {
     }
 }
 
+/// The outcome of verifying a version. `W` says where it is, as fields
+/// serialised in place: `{"dir": ..}` for a directory, `{"url": ..}` for S3.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport<W> {
+    #[serde(flatten)]
+    pub at: W,
+    /// Files listed in `SHA256SUMS`, in list order.
+    pub files: Vec<String>,
+    /// Empty when everything matched.
+    pub problems: Vec<Problem>,
+}
+
+impl<W> VerifyReport<W> {
+    pub fn new(at: W, plan: Plan) -> Self {
+        VerifyReport { at, files: plan.files, problems: plan.problems }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The files with a problem, each once, in the order found.
+    pub fn bad_files(&self) -> Vec<&str> {
+        bad_files(&self.problems)
+    }
+}
+
 /// The files with a problem, each once, in the order found.
 pub fn bad_files(problems: &[Problem]) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
