@@ -69,6 +69,7 @@ fn main() {
                 "bench",
                 std::slice::from_ref(&spec),
                 &[DigestAlgo::Sha256],
+                &imgbuild::report::BuildReporter::discard(),
             ))
             .unwrap();
         let o = t.elapsed().as_secs_f64();

@@ -27,9 +27,4 @@ pub mod store;
 pub mod template;
 #[doc(hidden)]
 pub mod testing;
-/// Transitional alias of [`report::legacy`], so the `crate::ui::{info, warn,
-/// emit, output, ByteProgress}` call sites in builder/, build/, provision/,
-/// communicator/, export/ and source/ compile unchanged until they take a
-/// `BuildReporter`.
-pub use report::legacy as ui;
 pub mod verify;

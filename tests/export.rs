@@ -3,6 +3,7 @@
 
 mod common;
 
+use imgbuild::report::BuildReporter;
 use std::process::Command;
 
 use common::fixture_dir;
@@ -39,7 +40,8 @@ async fn every_format_converts_and_digests_match() {
         spec(DiskFormat::Vpc, None, None),
     ];
     let algos = [DigestAlgo::Sha256, DigestAlgo::Sha512];
-    let artifacts = export_all(&base, out.path(), "img-1.0.0", &formats, &algos).await.unwrap();
+    let artifacts =
+        export_all(&base, out.path(), "img-1.0.0", &formats, &algos, &BuildReporter::discard()).await.unwrap();
     let names: Vec<&str> = artifacts.iter().map(|a| a.file.as_str()).collect();
     assert_eq!(
         names,
@@ -55,7 +57,7 @@ async fn every_format_converts_and_digests_match() {
     let (_, base_size) = qemu_img_format(&base);
     for (artifact, expected) in artifacts.iter().zip(["qcow2", "", "vmdk", "vmdk", "vhdx", "vpc"]) {
         // Digests computed in one pass equal a fresh read of the file.
-        let again = hash_file(&artifact.path, &algos, "check").await.unwrap();
+        let again = hash_file(&artifact.path, &algos, "check", &BuildReporter::discard()).await.unwrap();
         assert_eq!(artifact.digests, again.hex, "{}", artifact.file);
         assert_eq!(artifact.size, std::fs::metadata(&artifact.path).unwrap().len());
         if !expected.is_empty() {
@@ -89,12 +91,14 @@ async fn gzip_and_xz_stream_compression() {
             .success()
     );
     let formats = vec![spec(DiskFormat::Raw, None, Some(StreamCompression::Gzip))];
-    let artifacts = export_all(&base, out.path(), "g", &formats, &[DigestAlgo::Sha256]).await.unwrap();
+    let artifacts =
+        export_all(&base, out.path(), "g", &formats, &[DigestAlgo::Sha256], &BuildReporter::discard()).await.unwrap();
     assert_eq!(artifacts[0].file, "g.raw.gz");
     let ok = Command::new("gzip").args(["-t"]).arg(&artifacts[0].path).status().unwrap();
     assert!(ok.success());
     let formats = vec![spec(DiskFormat::Raw, None, Some(StreamCompression::Xz))];
-    let artifacts = export_all(&base, out.path(), "x", &formats, &[DigestAlgo::Sha256]).await.unwrap();
+    let artifacts =
+        export_all(&base, out.path(), "x", &formats, &[DigestAlgo::Sha256], &BuildReporter::discard()).await.unwrap();
     let ok = Command::new("xz").args(["-t"]).arg(&artifacts[0].path).status().unwrap();
     assert!(ok.success());
     // No temporary raw file is left beside the artifacts.

@@ -112,14 +112,8 @@ const RULES: &[Rule] = &[
         name: "no legacy shim use",
         covers: &["src"],
         forbid: Forbid::Modules(&["crate::ui", "crate::report::legacy"]),
-        except: &[
-            ("src/report/legacy.rs", "the shim itself"),
-            ("src/lib.rs", "declares the `crate::ui` alias of the shim"),
-            ("src/face", "installs the fallback reporter the shim routes to"),
-        ],
-        pending: Some(
-            "builder/, build/, provision/, export/, process.rs and verify::print_table still print through the shim until they take a BuildReporter (lead)",
-        ),
+        except: &[],
+        pending: None,
     },
 ];
 

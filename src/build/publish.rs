@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use super::BuildState;
 use crate::export::{self, Artifact, manifest};
 use crate::machine::Capture;
+use crate::report::{BuildReporter, Event};
 use crate::runner::{BoxError, Step, StepContext};
 use crate::source::DigestAlgo;
 use crate::store::{Day, LocalStore, Staging, StoreError};
 use crate::template::{Loaded, Publish, S3Publish};
-use crate::ui;
 
 /// Where artifacts go: `--store`, then `IMGBUILD_STORE`, then the template's
 /// `local` publish entry, then `./artifacts`.
@@ -123,11 +123,12 @@ impl Step<BuildState> for Export {
             Capture::Disk(disk) => {
                 let export_cfg = &state.loaded.template.export;
                 let base = format!("{name}-{}", state.version);
-                export::export_all(disk, &staging.dir, &base, &export_cfg.formats, &export_cfg.checksums).await?
+                export::export_all(disk, &staging.dir, &base, &export_cfg.formats, &export_cfg.checksums, &state.report)
+                    .await?
             }
         };
         for a in &artifacts {
-            ui::info(format!(
+            state.report.info(format!(
                 "exported {} ({} bytes, sha256 {})",
                 a.file,
                 a.size,
@@ -167,6 +168,7 @@ impl Step<BuildState> for PublishStep {
             artifacts: &exported.artifacts,
             manifest: &json,
             sums: &sums,
+            report: &state.report,
         };
         let mut targets = targets(&state.loaded, &state.settings.store)?;
         // S3 first: if an upload fails, nothing is published locally either
@@ -176,8 +178,13 @@ impl Step<BuildState> for PublishStep {
         let mut published = Vec::new();
         for target in &targets {
             let placed = target.publish(&mut bundle).await?;
-            ui::info(format!("published {what} to {}", placed.location));
-            published_event(&manifest.name, &manifest.version, target.kind(), &placed.location);
+            state.report.info(format!("published {what} to {}", placed.location));
+            state.report.emit(Event::Published {
+                name: manifest.name.clone(),
+                version: manifest.version.clone(),
+                target: target.kind().to_string(),
+                location: placed.location.clone(),
+            });
             match placed.dir {
                 Some(dir) => {
                     published.insert(0, placed.location);
@@ -195,15 +202,6 @@ impl Step<BuildState> for PublishStep {
     }
 }
 
-fn published_event(name: &str, version: &str, target: &str, location: &str) {
-    ui::emit(ui::Event::Published {
-        name: name.to_string(),
-        version: version.to_string(),
-        target: target.to_string(),
-        location: location.to_string(),
-    });
-}
-
 /// What a build publishes to every target: the exported files in the
 /// staging directory with the manifest and the checksum lists; for a build
 /// that captured cloud images (ec2), no files and a manifest that records
@@ -217,6 +215,8 @@ pub struct Bundle<'a> {
     pub artifacts: &'a [Artifact],
     pub manifest: &'a serde_json::Value,
     pub sums: &'a [(DigestAlgo, String)],
+    /// Where publishing reports progress.
+    pub report: &'a BuildReporter,
 }
 
 /// Where a target put a bundle.
@@ -328,10 +328,9 @@ mod s3 {
     use crate::runner::BoxError;
     use crate::store::{Day, StoreError, s3 as store_s3};
     use crate::template::S3Publish;
-    use crate::ui;
 
     pub async fn publish(target: &S3Publish, bundle: &Bundle<'_>) -> Result<String, BoxError> {
-        let Bundle { name, version, artifacts, manifest, sums, .. } = *bundle;
+        let Bundle { name, version, artifacts, manifest, sums, report, .. } = *bundle;
         let staging = bundle.staging.as_ref().ok_or(crate::build::MissingState::new("the staging directory"))?;
         // Every error names the target.
         fn failed(name: &str, version: &str, target: &S3Publish, source: StoreError) -> PublishError {
@@ -345,7 +344,7 @@ mod s3 {
             .map_err(|e| failed(name, version, target, e))?;
         let removed = sweep.aborted_same_version.len() + sweep.stale.aborted_uploads.len();
         if removed > 0 || !sweep.stale.removed_leftovers.is_empty() {
-            ui::info(format!(
+            report.info(format!(
                 "{}: removed {removed} unfinished upload(s) and {} leftover object(s) of interrupted publishes",
                 target.url(),
                 sweep.stale.removed_leftovers.len()
@@ -360,7 +359,7 @@ mod s3 {
             .collect();
         let lists: Vec<(Algo, String)> = sums.iter().map(|(algo, body)| ((*algo).into(), body.clone())).collect();
         let artifact_bytes = artifacts.iter().map(|a| a.size).sum::<u64>();
-        let progress = Arc::new(ui::ByteProgress::new(&format!("upload {url}"), Some(artifact_bytes.max(1))));
+        let progress = Arc::new(report.progress(&format!("upload {url}"), Some(artifact_bytes.max(1))));
         let (paused_uploading, paused_files) = (AtomicBool::new(false), AtomicBool::new(false));
         let bar = progress.clone();
         let callback: imgbuild_aws::Progress = Arc::new(move |done, total| {

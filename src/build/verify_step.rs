@@ -103,7 +103,7 @@ async fn run(state: &BuildState, client: &dyn Communicator, boot_time: Option<Du
             duration_ms: r.duration_ms,
         });
     }
-    verify::print_table(&results);
+    verify::report_table(&state.report, &results);
     results
 }
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use imgbuild_store_format::{Digests, MultiHasher, hash_reader};
 
 use super::ExportError;
+use crate::report::{BuildReporter, Progress};
 use crate::source::DigestAlgo;
 use crate::template::StreamCompression;
-use crate::ui::ByteProgress;
 
 const BUF: usize = imgbuild_store_format::hash::READ_BUFFER;
 
@@ -32,18 +32,28 @@ fn hasher(algos: &[DigestAlgo]) -> MultiHasher {
 }
 
 /// Hashes a file with every algorithm in one read pass, with progress.
-pub async fn hash_file(path: &Path, algos: &[DigestAlgo], label: &str) -> Result<FileDigests, ExportError> {
-    let (path, algos, label) = (path.to_path_buf(), algos.to_vec(), format!("hash {label}"));
-    tokio::task::spawn_blocking(move || hash_blocking(&path, &algos, &label))
+pub async fn hash_file(
+    path: &Path,
+    algos: &[DigestAlgo],
+    label: &str,
+    report: &BuildReporter,
+) -> Result<FileDigests, ExportError> {
+    let (path, algos, label, report) = (path.to_path_buf(), algos.to_vec(), format!("hash {label}"), report.clone());
+    tokio::task::spawn_blocking(move || hash_blocking(&path, &algos, &label, &report))
         .await
         .map_err(|e| ExportError::Task(e.to_string()))?
 }
 
-fn hash_blocking(path: &Path, algos: &[DigestAlgo], label: &str) -> Result<FileDigests, ExportError> {
+fn hash_blocking(
+    path: &Path,
+    algos: &[DigestAlgo],
+    label: &str,
+    report: &BuildReporter,
+) -> Result<FileDigests, ExportError> {
     let err = |source| ExportError::Read { path: path.display().to_string(), source };
     let mut file = std::fs::File::open(path).map_err(err)?;
     let total = file.metadata().map(|m| m.len()).ok();
-    let progress = ByteProgress::new(label, total);
+    let progress = report.progress(label, total);
     let digests = hash_reader(&mut file, hasher(algos), |n| progress.inc(n)).map_err(err)?;
     progress.finish();
     Ok(FileDigests::from_digests(digests))
@@ -55,9 +65,10 @@ pub async fn compress_file(
     dst: &Path,
     kind: StreamCompression,
     algos: &[DigestAlgo],
+    report: &BuildReporter,
 ) -> Result<FileDigests, ExportError> {
-    let (src, dst, algos) = (src.to_path_buf(), dst.to_path_buf(), algos.to_vec());
-    tokio::task::spawn_blocking(move || compress_blocking(&src, &dst, kind, &algos))
+    let (src, dst, algos, report) = (src.to_path_buf(), dst.to_path_buf(), algos.to_vec(), report.clone());
+    tokio::task::spawn_blocking(move || compress_blocking(&src, &dst, kind, &algos, &report))
         .await
         .map_err(|e| ExportError::Task(e.to_string()))?
 }
@@ -84,6 +95,7 @@ fn compress_blocking(
     dst: &Path,
     kind: StreamCompression,
     algos: &[DigestAlgo],
+    report: &BuildReporter,
 ) -> Result<FileDigests, ExportError> {
     let read_err = |source| ExportError::Read { path: src.display().to_string(), source };
     let comp_err = |source| ExportError::Compress { path: dst.display().to_string(), source };
@@ -92,7 +104,7 @@ fn compress_blocking(
     let output =
         std::fs::File::create(dst).map_err(|source| ExportError::Write { path: dst.display().to_string(), source })?;
     let writer = HashingWriter { inner: std::io::BufWriter::new(output), hasher: hasher(algos) };
-    let progress = ByteProgress::new(&format!("compress {}", file_label(dst)), total);
+    let progress = report.progress(&format!("compress {}", file_label(dst)), total);
     let mut writer = match kind {
         StreamCompression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(writer, 3).map_err(comp_err)?;
@@ -117,12 +129,7 @@ fn compress_blocking(
 }
 
 /// xz through the `xz` tool (multi-threaded, present on every Debian system).
-fn xz_blocking(
-    src: &Path,
-    dst: &Path,
-    algos: &[DigestAlgo],
-    progress: &ByteProgress,
-) -> Result<FileDigests, ExportError> {
+fn xz_blocking(src: &Path, dst: &Path, algos: &[DigestAlgo], progress: &Progress) -> Result<FileDigests, ExportError> {
     let comp_err = |source| ExportError::Compress { path: dst.display().to_string(), source };
     let input = std::fs::File::open(src).map_err(comp_err)?;
     let mut child = std::process::Command::new("xz")
@@ -143,7 +150,7 @@ fn xz_blocking(
     Ok(FileDigests::from_digests(writer.hasher.finish()))
 }
 
-fn copy_with_progress(input: &mut impl Read, output: &mut impl Write, progress: &ByteProgress) -> std::io::Result<()> {
+fn copy_with_progress(input: &mut impl Read, output: &mut impl Write, progress: &Progress) -> std::io::Result<()> {
     let mut buf = vec![0u8; BUF];
     loop {
         let n = input.read(&mut buf)?;
@@ -168,7 +175,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
-        let d = hash_file(&path, &[DigestAlgo::Sha256, DigestAlgo::Sha512], "f").await.unwrap();
+        let d =
+            hash_file(&path, &[DigestAlgo::Sha256, DigestAlgo::Sha512], "f", &BuildReporter::discard()).await.unwrap();
         assert_eq!(d.size, 3);
         assert_eq!(d.hex["sha256"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert!(d.hex["sha512"].starts_with("ddaf35a193617aba"));
@@ -179,8 +187,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (src, dst) = (dir.path().join("raw"), dir.path().join("raw.zst"));
         std::fs::write(&src, vec![7u8; 100_000]).unwrap();
-        let d = compress_file(&src, &dst, StreamCompression::Zstd, &[DigestAlgo::Sha256]).await.unwrap();
-        let again = hash_file(&dst, &[DigestAlgo::Sha256], "x").await.unwrap();
+        let d = compress_file(&src, &dst, StreamCompression::Zstd, &[DigestAlgo::Sha256], &BuildReporter::discard())
+            .await
+            .unwrap();
+        let again = hash_file(&dst, &[DigestAlgo::Sha256], "x", &BuildReporter::discard()).await.unwrap();
         assert_eq!(d.hex, again.hex);
         assert_eq!(zstd::decode_all(std::fs::File::open(&dst).unwrap()).unwrap(), vec![7u8; 100_000]);
     }

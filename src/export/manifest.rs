@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::Artifact;
 use crate::build::BuildState;
-use crate::ui::events::StepTiming;
+use crate::report::StepTiming;
 
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -6,6 +6,7 @@
 pub mod hash;
 pub mod manifest;
 
+use crate::report::BuildReporter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -183,6 +184,7 @@ pub async fn export_all(
     base_name: &str,
     formats: &[FormatSpec],
     algos: &[DigestAlgo],
+    report: &BuildReporter,
 ) -> Result<Vec<Artifact>, ExportError> {
     let virtual_size = crate::diskimage::virtual_size(disk).await.unwrap_or(0);
     let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -190,12 +192,12 @@ pub async fn export_all(
     let algos = &digest_algos(algos);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, spec) in formats.iter().cloned().enumerate() {
-        let (disk, out_dir, name, algos) =
-            (disk.to_path_buf(), out_dir.to_path_buf(), file_name(base_name, &spec), algos.to_vec());
+        let (disk, out_dir, name, algos, report) =
+            (disk.to_path_buf(), out_dir.to_path_buf(), file_name(base_name, &spec), algos.to_vec(), report.clone());
         let permits = permits.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let artifact = export_one(&disk, &out_dir, &name, &spec, &algos, virtual_size).await;
+            let artifact = export_one(&disk, &out_dir, &name, &spec, &algos, virtual_size, &report).await;
             (i, artifact.map_err(ExportError::explain_disk_full))
         });
     }
@@ -215,6 +217,7 @@ async fn export_one(
     spec: &FormatSpec,
     algos: &[DigestAlgo],
     virtual_size: u64,
+    report: &BuildReporter,
 ) -> Result<Artifact, ExportError> {
     let target = out_dir.join(name);
     let converted = match spec.compress {
@@ -223,16 +226,16 @@ async fn export_one(
     };
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-p"]).args(convert_args(spec)).arg(disk).arg(&converted);
-    convert_with_progress(cmd, &format!("convert {name}"), virtual_size).await.map_err(|source| {
+    convert_with_progress(cmd, &format!("convert {name}"), virtual_size, report).await.map_err(|source| {
         ExportError::Convert { format: format_name(spec).into(), path: converted.display().to_string(), source }
     })?;
     let digests = match spec.compress {
         Some(kind) => {
-            let d = hash::compress_file(&converted, &target, kind, algos).await?;
+            let d = hash::compress_file(&converted, &target, kind, algos, report).await?;
             let _ = tokio::fs::remove_file(&converted).await;
             d
         }
-        None => hash_file(&target, algos, name).await?,
+        None => hash_file(&target, algos, name, report).await?,
     };
     Ok(Artifact {
         file: name.to_string(),
@@ -258,12 +261,17 @@ pub fn digest_algos(requested: &[DigestAlgo]) -> Vec<DigestAlgo> {
 }
 
 /// Runs `qemu-img convert -p`, turning its `(12.34/100%)` updates into a progress bar.
-async fn convert_with_progress(mut cmd: Command, label: &str, virtual_size: u64) -> Result<(), ProcessError> {
+async fn convert_with_progress(
+    mut cmd: Command,
+    label: &str,
+    virtual_size: u64,
+    report: &BuildReporter,
+) -> Result<(), ProcessError> {
     use tokio::io::AsyncReadExt;
     cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = crate::process::GroupChild::spawn(cmd)?;
     let program = child.program.clone();
-    let progress = crate::ui::ByteProgress::new(label, Some(virtual_size.max(1)));
+    let progress = report.progress(label, Some(virtual_size.max(1)));
     let mut stdout = child.child.stdout.take();
     let mut stderr = child.child.stderr.take();
     let read_progress = async {

@@ -12,7 +12,7 @@ use super::{report_error, reporter};
 use crate::build::{self, BuildSettings, BuildState};
 use crate::communicator::KeyPair;
 use crate::error::{ExitCode, chain};
-use crate::report::{BuildReporter, Event, Status, StepTiming, legacy};
+use crate::report::{BuildReporter, Event, Status, StepTiming};
 use crate::runner::{OnError, Outcome, RunFailure, Runner};
 use crate::template::{self, LoadOptions, Loaded, TemplateError, VarInputs, diag::display_path};
 
@@ -25,7 +25,6 @@ pub fn run(cli: Cli) -> i32 {
         verbosity,
     });
     terminal::init_tracing(verbosity);
-    legacy::install(reporter());
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -226,7 +225,7 @@ async fn build(args: BuildArgs) -> ExitCode {
     let mut state = BuildState::new(loaded.clone(), settings, version, report.clone());
     state.ssh_key = build_key().ok();
     state.input_digest = Some(digest);
-    let outcome = run_steps(Runner { cancel, on_error, report: report.clone() }, &steps, &mut state).await;
+    let outcome = Runner { cancel, on_error, report: report.clone() }.run(&steps, &mut state).await;
     if let Some(path) = &args.metrics_file {
         write_build_metrics(path, &state, &outcome, started.elapsed(), &report);
     }
@@ -237,19 +236,6 @@ async fn build(args: BuildArgs) -> ExitCode {
     drop(state);
     signals.abort();
     finish(&report, outcome, started, published)
-}
-
-/// Runs the steps with `runner.report` as the fallback reporter too, so the
-/// lines of steps not yet handed a reporter carry the build id.
-async fn run_steps(
-    runner: Runner,
-    steps: &[Box<dyn crate::runner::Step<BuildState>>],
-    state: &mut BuildState,
-) -> Outcome {
-    legacy::install(runner.report.clone());
-    let outcome = runner.run(steps, state).await;
-    legacy::install(reporter());
-    outcome
 }
 
 /// `--if-changed`: `Some(exit code)` when the latest published version was
@@ -365,7 +351,7 @@ async fn test(args: super::cli::TestArgs) -> ExitCode {
     let version = version_text(&loaded.template.version);
     let mut state = BuildState::new(loaded, settings, version, report.clone());
     let runner = Runner { cancel, on_error: OnError::Cleanup, report: report.clone() };
-    let outcome = run_steps(runner, &steps, &mut state).await;
+    let outcome = runner.run(&steps, &mut state).await;
     drop(state);
     signals.abort();
     finish(&report, outcome, started, Vec::new())

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use imgbuild_store_format::policy;
 
-use crate::store::StoreError;
-use crate::store::any::AnyStore;
 use crate::error::{ExitCode, chain};
 use crate::face::terminal;
+use crate::store::StoreError;
+use crate::store::any::AnyStore;
 
 /// `--store`, shared by every store command.
 #[derive(Debug, Clone, Args)]

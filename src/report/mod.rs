@@ -5,7 +5,6 @@
 //! carries its build id and two builds can share a process.
 
 pub mod events;
-pub mod legacy;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

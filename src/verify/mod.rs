@@ -199,9 +199,3 @@ pub fn report_table(report: &crate::report::BuildReporter, results: &[CheckResul
     let level = if results.iter().all(|r| r.passed) { crate::report::Level::Info } else { crate::report::Level::Error };
     report.text(level, &render_table(results));
 }
-
-/// [`report_table`] on the fallback reporter. Transitional: removed once
-/// `build/verify_step.rs` passes its `BuildReporter`.
-pub fn print_table(results: &[CheckResult]) {
-    report_table(&crate::report::legacy::reporter(), results);
-}
