@@ -63,20 +63,18 @@ pub fn new_build_id() -> String {
     format!("{now}-{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-/// The SSH key of this invocation's build. It exists before the template is
-/// read so `{{ build.ssh_public_key }}` can go into installer answer files.
-fn build_key() -> Result<Arc<KeyPair>, String> {
-    static KEY: std::sync::OnceLock<Result<Arc<KeyPair>, String>> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| KeyPair::generate().map(Arc::new).map_err(|e| chain(&e))).clone()
+/// `{{ build.ssh_public_key }}`: the public half of the build's own key.
+fn public_key(key: &KeyPair, build_id: &str) -> String {
+    key.public_openssh(&format!("imgbuild-{build_id}"))
 }
 
-/// `{{ build.ssh_public_key }}` of the build `build_id`.
-fn ssh_public_key(build_id: &str) -> Result<String, String> {
-    Ok(build_key()?.public_openssh(&format!("imgbuild-{build_id}")))
-}
-
-fn load_options(vars: &VarArgs, build_id: String, version_override: Option<String>) -> Result<LoadOptions, String> {
-    let ssh_public_key = ssh_public_key(&build_id)?;
+fn load_options(
+    vars: &VarArgs,
+    build_id: String,
+    version_override: Option<String>,
+    key: &KeyPair,
+) -> Result<LoadOptions, String> {
+    let ssh_public_key = public_key(key, &build_id);
     Ok(LoadOptions {
         vars: VarInputs { cli: VarInputs::parse_cli(&vars.vars)?, files: vars.var_files.clone(), use_env: true },
         build_id,
@@ -85,15 +83,29 @@ fn load_options(vars: &VarArgs, build_id: String, version_override: Option<Strin
     })
 }
 
-fn load(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<Loaded, ExitCode> {
-    let options = load_options(vars, new_build_id(), version).map_err(|e| {
+/// Reads a template for a new build, which gets its own SSH key: it exists
+/// before the template is read, so `{{ build.ssh_public_key }}` can go into
+/// installer answer files. (Per build, not per process: two builds in one
+/// process never share a key.)
+fn load_keyed(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<(Loaded, Arc<KeyPair>), ExitCode> {
+    let key = KeyPair::generate().map(Arc::new).map_err(|e| {
+        report_error(&chain(&e));
+        ExitCode::BuildFailed
+    })?;
+    let options = load_options(vars, new_build_id(), version, &key).map_err(|e| {
         report_error(&e);
         ExitCode::Usage
     })?;
-    template::load(path, &options).map_err(|e| {
+    let loaded = template::load(path, &options).map_err(|e| {
         report_template_error(&e);
         ExitCode::Usage
-    })
+    })?;
+    Ok((loaded, key))
+}
+
+/// Reads a template that will not be built (validate, inspect, test).
+fn load(path: &Path, vars: &VarArgs, version: Option<String>) -> Result<Loaded, ExitCode> {
+    load_keyed(path, vars, version).map(|(loaded, _)| loaded)
 }
 
 fn report_template_error(e: &TemplateError) {
@@ -182,7 +194,7 @@ fn inspect(args: &InspectArgs) -> ExitCode {
 }
 
 async fn build(args: BuildArgs) -> ExitCode {
-    let (loaded, store, version) = match prepare(&args).await {
+    let (loaded, store, version, key) = match prepare(&args).await {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -223,7 +235,7 @@ async fn build(args: BuildArgs) -> ExitCode {
     settings.junit = args.junit.clone();
     settings.keep_on_error = on_error == OnError::Abort;
     let mut state = BuildState::new(loaded.clone(), settings, version, report.clone());
-    state.ssh_key = build_key().ok();
+    state.ssh_key = Some(key);
     state.input_digest = Some(digest);
     let outcome = Runner { cancel, on_error, report: report.clone() }.run(&steps, &mut state).await;
     if let Some(path) = &args.metrics_file {
@@ -376,12 +388,12 @@ fn published_image(loaded: &Loaded, store_dir: &Path, spec: &str) -> Result<std:
 /// date version in the store(s); an explicit version that is already
 /// published (locally or in an S3 target) is refused before anything starts
 /// (published versions are immutable).
-async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String), ExitCode> {
-    let loaded = load(&args.template, &args.vars, args.set_version.clone())?;
+async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String, Arc<KeyPair>), ExitCode> {
+    let (loaded, key) = load_keyed(&args.template, &args.vars, args.set_version.clone())?;
     let store_dir = build::publish::store_path(&loaded, args.store.as_ref());
     if matches!(loaded.template.builder, template::Builder::Null) {
         let version = version_text(&loaded.template.version);
-        return Ok((loaded, store_dir, version));
+        return Ok((loaded, store_dir, version, key));
     }
     let local = build::publish::publishes_locally(&loaded);
     if !local && args.store.is_some() {
@@ -407,7 +419,7 @@ async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String
                 }
             }
             let v = v.clone();
-            Ok((loaded, store_dir, v))
+            Ok((loaded, store_dir, v, key))
         }
         template::VersionSpec::Auto => {
             let today = crate::store::today();
@@ -417,15 +429,12 @@ async fn prepare(args: &BuildArgs) -> Result<(Loaded, std::path::PathBuf, String
             }
             let next = today.version(highest + 1);
             // The same document and variable values, with the version `build.version` now stands for.
-            let key = ssh_public_key(&loaded.build_id).map_err(|e| {
-                report_error(&e);
-                ExitCode::Usage
-            })?;
-            let reloaded = loaded.reresolve(loaded.build_id.clone(), Some(next.clone()), key).map_err(|e| {
+            let public = public_key(&key, &loaded.build_id);
+            let reloaded = loaded.reresolve(loaded.build_id.clone(), Some(next.clone()), public).map_err(|e| {
                 report_template_error(&e);
                 ExitCode::Usage
             })?;
-            Ok((reloaded, store_dir, next))
+            Ok((reloaded, store_dir, next, key))
         }
     }
 }
