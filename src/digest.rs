@@ -29,8 +29,6 @@
 
 use std::path::PathBuf;
 
-use sha2::Digest as _;
-
 use crate::inputs::{self, HashError, hash_path, sha256_of, strip_dir};
 use crate::source::{Checksum, FetchError, Fetcher};
 use crate::template::{Loaded, Source, TemplateError};
@@ -54,16 +52,16 @@ pub struct InputDigest {
 impl InputDigest {
     /// Builds the digest from its parts.
     pub fn from_parts(parts: Vec<(String, String)>) -> Self {
-        let mut hasher = sha2::Sha256::new();
+        let mut hasher = imgbuild_store_format::MultiHasher::sha256_and(false);
         hasher.update(DIGEST_SCHEME.as_bytes());
         hasher.update(b"\n");
         for (label, digest) in &parts {
             hasher.update(label.as_bytes());
-            hasher.update([0]);
+            hasher.update(&[0]);
             hasher.update(digest.as_bytes());
             hasher.update(b"\n");
         }
-        InputDigest { digest: format!("sha256:{}", hex::encode(hasher.finalize())), parts }
+        InputDigest { digest: format!("sha256:{}", hasher.finish().sha256()), parts }
     }
 
     /// `{"digest": "sha256:…", "parts": {"template": "sha256:…", …}}`, for

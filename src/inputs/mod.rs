@@ -9,10 +9,9 @@
 
 pub mod step_keys;
 
+use imgbuild_store_format::MultiHasher;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-
-use sha2::Digest as _;
 
 use crate::template::jsonc::{Node, NodeKind};
 use crate::template::{Builder, Commands, Direction, Loaded, ProvisionerKind, Source, TemplateError, TemplatePath};
@@ -261,7 +260,7 @@ pub struct HashError {
 
 /// `sha256:<hex>` of bytes held in memory.
 pub fn sha256_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    format!("sha256:{}", imgbuild_store_format::sha256_hex(bytes))
 }
 
 /// `sha256:` of a host file's bytes, or of a directory tree: every file's
@@ -271,15 +270,29 @@ pub fn sha256_of(bytes: &[u8]) -> String {
 pub fn hash_path(path: &Path) -> Result<String, HashError> {
     let err = |p: &Path, source| HashError { path: p.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(|e| err(path, e))?;
-    if !meta.is_dir() {
-        return std::fs::read(path).map(|b| sha256_of(&b)).map_err(|e| err(path, e));
+    let mut hasher = MultiHasher::sha256_and(false);
+    if meta.is_dir() {
+        hash_tree(path, "", &mut hasher).map_err(|(p, e)| err(&p, e))?;
+    } else {
+        stream_into(path, &mut hasher).map_err(|e| err(path, e))?;
     }
-    let mut hasher = sha2::Sha256::new();
-    hash_tree(path, "", &mut hasher).map_err(|(p, e)| err(&p, e))?;
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    Ok(format!("sha256:{}", hasher.finish().sha256()))
 }
 
-fn hash_tree(dir: &Path, prefix: &str, hasher: &mut sha2::Sha256) -> Result<(), (PathBuf, std::io::Error)> {
+/// Feeds a file to the hasher as it is read (never whole in memory).
+fn stream_into(path: &Path, hasher: &mut MultiHasher) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(()),
+            n => hasher.update(&buf[..n]),
+        }
+    }
+}
+
+fn hash_tree(dir: &Path, prefix: &str, hasher: &mut MultiHasher) -> Result<(), (PathBuf, std::io::Error)> {
     use std::os::unix::fs::PermissionsExt as _;
     let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .map_err(|e| (dir.to_path_buf(), e))?
@@ -294,10 +307,9 @@ fn hash_tree(dir: &Path, prefix: &str, hasher: &mut sha2::Sha256) -> Result<(), 
             hash_tree(&path, &format!("{relative}/"), hasher)?;
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|e| (path.clone(), e))?;
         let exec = if meta.permissions().mode() & 0o111 != 0 { "x" } else { "-" };
-        hasher.update(format!("{relative}\0{exec}\0{}\0", bytes.len()).as_bytes());
-        hasher.update(&bytes);
+        hasher.update(format!("{relative}\0{exec}\0{}\0", meta.len()).as_bytes());
+        stream_into(&path, hasher).map_err(|e| (path.clone(), e))?;
     }
     Ok(())
 }
