@@ -193,14 +193,6 @@ pub fn manifest_parts(manifest: &serde_json::Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// For `build --if-changed`: the version the store's `latest` channel points
-/// at, if its manifest records this input digest.
-pub fn up_to_date(store: &crate::store::LocalStore, name: &str, digest: &str) -> Option<String> {
-    let (name, version) = store.resolve(name).ok()?;
-    let manifest = store.manifest(&name, &version).ok()?;
-    (manifest_digest(&manifest)? == digest).then_some(version)
-}
-
 /// The canonical template JSON (see the module documentation).
 fn template_json(canonical: &Loaded) -> Vec<u8> {
     let mut value = inputs::resolved_json(canonical);

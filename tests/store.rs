@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 
 use imgbuild::source::DigestAlgo;
-use imgbuild::store::{LocalStore, Problem, Staging, StoreError, format_sums};
+use imgbuild::store::{ChannelError, InvalidInput, LocalStore, Problem, Staging, StoreError, format_sums};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -154,11 +154,11 @@ fn versions_resolve_and_channels() {
     assert_eq!(v191.channels, ["latest"]);
 
     assert_eq!(store.manifest("web", "1.10.0").unwrap()["version"], "1.10.0");
-    assert!(matches!(store.resolve("web@beta"), Err(StoreError::ChannelNotFound { .. })));
+    assert!(matches!(store.resolve("web@beta"), Err(StoreError::Channel(ChannelError::NotSet { .. }))));
     assert!(matches!(store.resolve("web@3.0.0"), Err(StoreError::VersionNotFound { .. })));
     assert!(matches!(store.resolve("nope"), Err(StoreError::ImageNotFound { .. })));
     for bad in ["../web", "web@../x", "web@", "web@Stable", "/etc@1.0.0"] {
-        assert!(matches!(store.resolve(bad), Err(StoreError::InvalidSpec { .. })), "{bad}");
+        assert!(matches!(store.resolve(bad), Err(StoreError::Invalid(InvalidInput::Spec { .. }))), "{bad}");
     }
     assert!(matches!(store.versions("nope"), Err(StoreError::ImageNotFound { .. })));
 }
@@ -248,8 +248,11 @@ fn promote_moves_channels_and_reports_the_previous_target() {
     assert_eq!(read_json(&store.root().join("web/channels.json")), json!({"latest": "1.4.0", "stable": "1.4.0"}));
 
     assert!(matches!(store.promote("web", "9.9.9", "stable"), Err(StoreError::VersionNotFound { .. })));
-    assert!(matches!(store.promote("web", "1.3.0", "../x"), Err(StoreError::InvalidChannel { .. })));
-    assert!(matches!(store.promote("web", "../1.3.0", "stable"), Err(StoreError::InvalidVersion { .. })));
+    assert!(matches!(store.promote("web", "1.3.0", "../x"), Err(StoreError::Invalid(InvalidInput::Channel { .. }))));
+    assert!(matches!(
+        store.promote("web", "../1.3.0", "stable"),
+        Err(StoreError::Invalid(InvalidInput::Version { .. }))
+    ));
     assert!(dot_entries(&store.root().join("web")).is_empty(), "no temp files left");
 }
 
@@ -418,12 +421,15 @@ fn next_auto_version_counts_up_per_day() {
 fn names_with_path_traversal_are_rejected_everywhere() {
     let (_tmp, store) = new_store();
     for name in ["..", "../evil", "a/b", ".hidden", "Upper", ""] {
-        assert!(matches!(store.begin(name, "1.0.0"), Err(StoreError::InvalidName { .. })), "{name}");
-        assert!(matches!(store.channels(name), Err(StoreError::InvalidName { .. })), "{name}");
-        assert!(matches!(store.prune(name, 1), Err(StoreError::InvalidName { .. })), "{name}");
+        assert!(matches!(store.begin(name, "1.0.0"), Err(StoreError::Invalid(InvalidInput::Name { .. }))), "{name}");
+        assert!(matches!(store.channels(name), Err(StoreError::Invalid(InvalidInput::Name { .. }))), "{name}");
+        assert!(matches!(store.prune(name, 1), Err(StoreError::Invalid(InvalidInput::Name { .. }))), "{name}");
     }
     for version in ["..", "../1.0.0", "1.0", "v1.0.0", "1.0.0/x", "auto"] {
-        assert!(matches!(store.begin("web", version), Err(StoreError::InvalidVersion { .. })), "{version}");
+        assert!(
+            matches!(store.begin("web", version), Err(StoreError::Invalid(InvalidInput::Version { .. }))),
+            "{version}"
+        );
     }
     assert!(fs::read_dir(store.root()).unwrap().all(|e| e.unwrap().file_name() == ".lock"));
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 
 use imgbuild::store::LocalStore;
-use imgbuild_store_format::policy::{self, Backend, Refusal};
+use imgbuild_store_format::policy::{self, Backend, ChannelError, InvalidInput, Refusal};
 use imgbuild_store_format::{Algo, Day, format_sums, sha256_hex};
 use serde_json::{Value, json};
 
@@ -95,7 +95,11 @@ async fn versions_sort_and_resolve<B: Publishable>(b: &B) {
     assert_refused(
         b,
         policy::resolve(b, "web@stable").await,
-        Refusal::ChannelNotFound { name: "web".into(), channel: "stable".into(), available: vec!["latest".into()] },
+        Refusal::Channel(ChannelError::NotSet {
+            name: "web".into(),
+            channel: "stable".into(),
+            available: vec!["latest".into()],
+        }),
     );
     assert_refused(
         b,
@@ -103,7 +107,7 @@ async fn versions_sort_and_resolve<B: Publishable>(b: &B) {
         Refusal::VersionNotFound { name: "web".into(), version: "3.0.0".into() },
     );
     for bad in ["Web", "web@", "web@x/y", "../web", "web@1.0.0@2"] {
-        assert_refused(b, policy::resolve(b, bad).await, Refusal::InvalidSpec { spec: bad.into() });
+        assert_refused(b, policy::resolve(b, bad).await, Refusal::Invalid(InvalidInput::Spec { spec: bad.into() }));
     }
     let manifest = policy::manifest(b, "web", "1.2.0").await.map_err(|e| e.to_string()).unwrap();
     assert_eq!(manifest["version"], "1.2.0");
@@ -134,9 +138,13 @@ async fn promote_moves_channels<B: Publishable>(b: &B) {
     assert_refused(
         b,
         policy::promote(b, "web", "1.0.0", "Bad").await,
-        Refusal::InvalidChannel { channel: "Bad".into() },
+        Refusal::Invalid(InvalidInput::Channel { channel: "Bad".into() }),
     );
-    assert_refused(b, policy::promote(b, "web", "1", "beta").await, Refusal::InvalidVersion { version: "1".into() });
+    assert_refused(
+        b,
+        policy::promote(b, "web", "1", "beta").await,
+        Refusal::Invalid(InvalidInput::Version { version: "1".into() }),
+    );
 }
 
 async fn prune_keeps_newest_and_channel_targets<B: Publishable>(b: &B) {
@@ -153,10 +161,10 @@ async fn prune_keeps_newest_and_channel_targets<B: Publishable>(b: &B) {
     assert_refused(
         b,
         policy::prune(b, "../web", 1).await,
-        Refusal::InvalidName {
+        Refusal::Invalid(InvalidInput::Name {
             name: "../web".into(),
             reason: imgbuild_store_format::check_name("../web").unwrap_err(),
-        },
+        }),
     );
 }
 

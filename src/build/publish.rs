@@ -248,6 +248,9 @@ pub trait PublishTarget: Send + Sync {
     /// Publishes the bundle as `name@version`; the version appears complete
     /// or not at all.
     async fn publish(&self, bundle: &mut Bundle<'_>) -> Result<Placed, BoxError>;
+    /// The version `latest` points at and its manifest (`--if-changed`).
+    /// `None` when there is none or it cannot be read: the build then runs.
+    async fn latest(&self, name: &str) -> Option<(String, serde_json::Value)>;
 }
 
 #[async_trait::async_trait]
@@ -273,6 +276,12 @@ impl PublishTarget for LocalStore {
         let staging = bundle.staging.take().ok_or(crate::build::MissingState::new("the staging directory"))?;
         let dir = staging.commit(bundle.manifest, bundle.sums)?;
         Ok(Placed { location: dir.display().to_string(), dir: Some(dir) })
+    }
+
+    async fn latest(&self, name: &str) -> Option<(String, serde_json::Value)> {
+        let (name, version) = self.resolve(name).ok()?;
+        let manifest = self.manifest(&name, &version).ok()?;
+        Some((version, manifest))
     }
 }
 
@@ -300,6 +309,10 @@ impl PublishTarget for S3Target {
     async fn publish(&self, bundle: &mut Bundle<'_>) -> Result<Placed, BoxError> {
         let location = s3::publish(&self.0, bundle).await?;
         Ok(Placed { location, dir: None })
+    }
+
+    async fn latest(&self, name: &str) -> Option<(String, serde_json::Value)> {
+        s3::latest(&self.0, name).await
     }
 }
 
@@ -440,6 +453,13 @@ mod s3 {
         let store = store_s3::open_target(target).await?;
         store_s3::highest_auto_number(&store, name, today).await
     }
+
+    pub async fn latest(target: &S3Publish, name: &str) -> Option<(String, serde_json::Value)> {
+        let store = store_s3::open_target(target).await.ok()?;
+        let (name, version) = store.resolve(name).await.ok()?;
+        let manifest = store.manifest(&name, &version).await.ok()?;
+        Some((version, manifest))
+    }
 }
 
 /// Without the `aws` feature the template still parses; publishing fails clearly.
@@ -464,5 +484,9 @@ mod s3 {
 
     pub async fn highest_auto_number(_: &S3Publish, _: &str, _: Day) -> Result<u64, StoreError> {
         Err(unsupported())
+    }
+
+    pub async fn latest(_: &S3Publish, _: &str) -> Option<(String, serde_json::Value)> {
+        None
     }
 }

@@ -205,7 +205,7 @@ async fn build(args: BuildArgs) -> ExitCode {
     let report = reporter().for_build(&loaded.build_id);
     if args.if_changed
         && !args.force
-        && let Some(code) = skip_if_unchanged(&loaded, &store, &digest, &args, &report)
+        && let Some(code) = skip_if_unchanged(&loaded, &store, &digest, &args, &report).await
     {
         return code;
     }
@@ -250,9 +250,10 @@ async fn build(args: BuildArgs) -> ExitCode {
     finish(&report, outcome, started, published)
 }
 
-/// `--if-changed`: `Some(exit code)` when the latest published version was
-/// built from exactly these inputs, so there is nothing to do.
-fn skip_if_unchanged(
+/// `--if-changed`: `Some(exit code)` when the latest published version in
+/// every publish target was built from exactly these inputs, so there is
+/// nothing to do. A target without it (or that cannot be read) means a build.
+async fn skip_if_unchanged(
     loaded: &Loaded,
     store_dir: &Path,
     digest: &crate::digest::InputDigest,
@@ -260,28 +261,29 @@ fn skip_if_unchanged(
     report: &BuildReporter,
 ) -> Option<ExitCode> {
     let name = &loaded.template.name;
-    let store = crate::store::LocalStore::open_existing(store_dir).ok()?;
-    let Some(version) = crate::digest::up_to_date(&store, name, &digest.digest) else {
-        if let Ok((_, latest)) = store.resolve(name)
-            && let Ok(manifest) = store.manifest(name, &latest)
-        {
+    let targets = build::publish::targets(loaded, store_dir).ok()?;
+    let mut current = None;
+    for target in &targets {
+        let (latest, manifest) = target.latest(name).await?;
+        if crate::digest::manifest_digest(&manifest).as_deref() != Some(digest.digest.as_str()) {
             let changed = crate::digest::changed_parts(&crate::digest::manifest_parts(&manifest), &digest.parts);
             if !changed.is_empty() {
                 report.info(format!("inputs changed since {name}@{latest}: {}", changed.join(", ")));
             }
+            return None;
         }
-        return None;
-    };
+        current.get_or_insert((latest, manifest));
+    }
+    let (version, manifest) = current?;
     report.info(format!("{name}@{version} is up to date (input digest {}); nothing to build", digest.digest));
     if let Some(path) = &args.metrics_file {
-        let bytes = store.manifest(name, &version).map(|m| crate::metrics::manifest_artifact_bytes(&m)).unwrap_or(0);
         let m = crate::metrics::BuildMetrics {
             name,
             version: &version,
             success: true,
             duration: std::time::Duration::ZERO,
             steps: &[],
-            artifact_bytes: bytes,
+            artifact_bytes: crate::metrics::manifest_artifact_bytes(&manifest),
             last_success: None,
             up_to_date: true,
         };

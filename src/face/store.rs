@@ -214,21 +214,11 @@ fn finish(result: Result<ExitCode, StoreError>) -> ExitCode {
 
 fn is_usage_error(e: &StoreError) -> bool {
     match e {
-        StoreError::InvalidName { .. }
-        | StoreError::InvalidVersion { .. }
-        | StoreError::InvalidChannel { .. }
-        | StoreError::InvalidSpec { .. }
-        | StoreError::InvalidStoreUrl { .. }
-        | StoreError::NoAwsSupport { .. } => true,
+        StoreError::Invalid(_) | StoreError::InvalidStoreUrl { .. } | StoreError::NoAwsSupport { .. } => true,
         #[cfg(feature = "aws")]
-        StoreError::S3(e) => matches!(
-            e,
-            imgbuild_aws::S3Error::InvalidName { .. }
-                | imgbuild_aws::S3Error::InvalidVersion { .. }
-                | imgbuild_aws::S3Error::InvalidChannel { .. }
-                | imgbuild_aws::S3Error::InvalidSpec { .. }
-                | imgbuild_aws::S3Error::InvalidConfig { .. }
-        ),
+        StoreError::S3(e) => {
+            matches!(e, imgbuild_aws::S3Error::Invalid(_) | imgbuild_aws::S3Error::InvalidConfig { .. })
+        }
         _ => false,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use imgbuild_store_format::Refusal;
+use imgbuild_store_format::{ChannelError, InvalidInput, IoFailure, Refusal};
 
 /// Why a store operation failed.
 ///
@@ -10,24 +10,9 @@ use imgbuild_store_format::Refusal;
 /// cause, if any, is the error's `source()` and is not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// An image name that is not `[a-z0-9][a-z0-9._-]*`.
-    #[error("{reason}")]
-    InvalidName { name: String, reason: String },
-
-    /// Neither a semantic version nor `YYYY.MM.DD.N`.
-    #[error(
-        "invalid version `{version}`: expected a semantic version like `1.4.0` (optionally `-rc.1`) or a date version `YYYY.MM.DD.N`"
-    )]
-    InvalidVersion { version: String },
-
-    /// A channel name that is not `[a-z][a-z0-9_-]*`.
-    #[error("invalid channel `{channel}`: use 1-64 lowercase letters, digits, `-` or `_`, starting with a letter")]
-    InvalidChannel { channel: String },
-
-    /// `resolve` was given something other than `NAME`, `NAME@VERSION` or
-    /// `NAME@CHANNEL`.
-    #[error("invalid image reference `{spec}`: expected NAME, NAME@VERSION or NAME@CHANNEL")]
-    InvalidSpec { spec: String },
+    /// A name, version, channel or image reference the store format does not allow.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
 
     /// The version is already published (or was published by a concurrent
     /// build first).
@@ -46,22 +31,13 @@ pub enum StoreError {
     #[error("image `{name}` not found in the store {}", store.display())]
     ImageNotFound { name: String, store: PathBuf },
 
-    /// The channel is not set for the image.
-    #[error("channel `{channel}` of image `{name}` is not set{}", list_channels(available))]
-    ChannelNotFound { name: String, channel: String, available: Vec<String> },
-
-    /// A channel points at a version whose directory is gone.
-    #[error("channel `{channel}` of image `{name}` points at {version}, which is not in the store")]
-    DanglingChannel { name: String, channel: String, version: String },
+    /// A channel that does not lead to a published version.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
 
     /// A file-system operation failed.
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoFailure),
 
     /// Taking a lock failed (not: the lock is busy — that waits).
     #[error("cannot lock {}", path.display())]
@@ -142,30 +118,14 @@ impl StoreError {
     pub(crate) fn refused(refusal: Refusal, store: &Path) -> Self {
         let store = store.to_path_buf();
         match refusal {
-            Refusal::InvalidName { name, reason } => StoreError::InvalidName { name, reason },
-            Refusal::InvalidVersion { version } => StoreError::InvalidVersion { version },
-            Refusal::InvalidChannel { channel } => StoreError::InvalidChannel { channel },
-            Refusal::InvalidSpec { spec } => StoreError::InvalidSpec { spec },
+            Refusal::Invalid(invalid) => StoreError::Invalid(invalid),
+            Refusal::Channel(channel) => StoreError::Channel(channel),
             Refusal::ImageNotFound { name } => StoreError::ImageNotFound { name, store },
             Refusal::VersionNotFound { name, version } => StoreError::VersionNotFound { name, version, store },
-            Refusal::ChannelNotFound { name, channel, available } => {
-                StoreError::ChannelNotFound { name, channel, available }
-            }
-            Refusal::DanglingChannel { name, channel, version } => {
-                StoreError::DanglingChannel { name, channel, version }
-            }
         }
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StoreError::Io { action, path: path.into(), source }
-    }
-}
-
-fn list_channels(available: &[String]) -> String {
-    if available.is_empty() {
-        " (the image has no channels)".to_string()
-    } else {
-        format!(" (set: {})", available.join(", "))
+        StoreError::Io(IoFailure { action, path: path.into(), source })
     }
 }

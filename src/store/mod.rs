@@ -43,7 +43,7 @@ use std::io::Write;
 use std::time::Duration;
 
 pub use error::StoreError;
-pub use imgbuild_store_format::{Day, LATEST};
+pub use imgbuild_store_format::{ChannelError, Day, InvalidInput, LATEST};
 pub use local::{LocalStore, VersionInfo};
 pub use staging::Staging;
 pub use sums::{SumsEntry, format_sums, sums_file_name};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use imgbuild_store_format::Refusal;
+use imgbuild_store_format::{ChannelError, InvalidInput, IoFailure, Refusal};
 
 /// A boxed underlying error (an SDK error, an I/O error, ...).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -16,24 +16,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// never formatted by this crate, and SDK errors carry only the response.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
-    /// An image name that is not `[a-z0-9][a-z0-9._-]*`.
-    #[error("{reason}")]
-    InvalidName { name: String, reason: String },
-
-    /// Neither a semantic version nor `YYYY.MM.DD.N`.
-    #[error(
-        "invalid version `{version}`: expected a semantic version like `1.4.0` (optionally `-rc.1`) or a date version `YYYY.MM.DD.N`"
-    )]
-    InvalidVersion { version: String },
-
-    /// A channel name that is not `[a-z][a-z0-9_-]*`.
-    #[error("invalid channel `{channel}`: use 1-64 lowercase letters, digits, `-` or `_`, starting with a letter")]
-    InvalidChannel { channel: String },
-
-    /// `resolve` was given something other than `NAME`, `NAME@VERSION` or
-    /// `NAME@CHANNEL`.
-    #[error("invalid image reference `{spec}`: expected NAME, NAME@VERSION or NAME@CHANNEL")]
-    InvalidSpec { spec: String },
+    /// A name, version, channel or image reference the store format does not allow.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
 
     /// The target or an option is unusable (empty bucket, part size out of
     /// range, ...).
@@ -68,22 +53,13 @@ pub enum S3Error {
     #[error("image `{name}` not found in s3://{bucket}/{prefix}")]
     ImageNotFound { name: String, bucket: String, prefix: String },
 
-    /// The channel is not set for the image.
-    #[error("channel `{channel}` of image `{name}` is not set{}", list_channels(available))]
-    ChannelNotFound { name: String, channel: String, available: Vec<String> },
+    /// A channel that does not lead to a published version.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
 
-    /// A channel points at a version that is not published.
-    #[error("channel `{channel}` of image `{name}` points at {version}, which is not in the store")]
-    DanglingChannel { name: String, channel: String, version: String },
-
-    /// A local file could not be read.
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file-system operation failed.
+    #[error(transparent)]
+    Io(#[from] IoFailure),
 
     /// The content of a file to publish does not have the SHA-256 the caller
     /// gave (it changed after export, or the caller's digest is wrong). The
@@ -155,16 +131,10 @@ impl S3Error {
     pub(crate) fn refused(refusal: Refusal, bucket: &str, prefix: &str) -> Self {
         let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
         match refusal {
-            Refusal::InvalidName { name, reason } => S3Error::InvalidName { name, reason },
-            Refusal::InvalidVersion { version } => S3Error::InvalidVersion { version },
-            Refusal::InvalidChannel { channel } => S3Error::InvalidChannel { channel },
-            Refusal::InvalidSpec { spec } => S3Error::InvalidSpec { spec },
+            Refusal::Invalid(invalid) => S3Error::Invalid(invalid),
+            Refusal::Channel(channel) => S3Error::Channel(channel),
             Refusal::ImageNotFound { name } => S3Error::ImageNotFound { name, bucket, prefix },
             Refusal::VersionNotFound { name, version } => S3Error::VersionNotFound { name, version, bucket, prefix },
-            Refusal::ChannelNotFound { name, channel, available } => {
-                S3Error::ChannelNotFound { name, channel, available }
-            }
-            Refusal::DanglingChannel { name, channel, version } => S3Error::DanglingChannel { name, channel, version },
         }
     }
 
@@ -175,7 +145,7 @@ impl S3Error {
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        S3Error::Io { action, path: path.into(), source }
+        S3Error::Io(IoFailure { action, path: path.into(), source })
     }
 
     /// The S3 error code of a failed request (`NoSuchKey`, ...).
@@ -230,13 +200,5 @@ fn code_suffix(code: Option<&str>, status: Option<u16>) -> String {
         (Some(code), _) => format!(" ({code})"),
         (None, Some(status)) => format!(" (HTTP {status})"),
         (None, None) => String::new(),
-    }
-}
-
-fn list_channels(available: &[String]) -> String {
-    if available.is_empty() {
-        " (the image has no channels)".to_string()
-    } else {
-        format!(" (set: {})", available.join(", "))
     }
 }

@@ -52,7 +52,7 @@ mod verify;
 pub use config::{EndpointError, load as load_sdk_config, sdk_loader};
 pub use error::{BoxError, S3Error};
 /// The channel every publish moves, and what a bare image name resolves to.
-pub use imgbuild_store_format::LATEST;
+pub use imgbuild_store_format::{InvalidInput, LATEST};
 pub use names::{compare as compare_versions, validate_channel, validate_name, validate_version};
 pub use publish::{ArtifactFile, Progress, Published, SHA256_METADATA};
 pub use store::{

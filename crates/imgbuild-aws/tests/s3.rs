@@ -23,7 +23,7 @@ use aws_config::Region;
 use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
-use imgbuild_aws::{Algo, ArtifactFile, Problem, S3Error, S3Store, format_sums};
+use imgbuild_aws::{Algo, ArtifactFile, InvalidInput, Problem, S3Error, S3Store, format_sums};
 use imgbuild_store_format::MultiHasher;
 use rand::{RngCore, SeedableRng};
 use serde_json::{Value, json};
@@ -499,9 +499,9 @@ async fn promote_resolve_prune_and_verify() {
     let err = store.resolve("web@beta").await.unwrap_err();
     assert_eq!(err.to_string(), "channel `beta` of image `web` is not set (set: latest, stable)");
     assert!(matches!(store.resolve("web@9.9.9").await, Err(S3Error::VersionNotFound { .. })));
-    assert!(matches!(store.resolve("Web@x/y").await, Err(S3Error::InvalidSpec { .. })));
+    assert!(matches!(store.resolve("Web@x/y").await, Err(S3Error::Invalid(InvalidInput::Spec { .. }))));
     assert!(matches!(store.promote("web", "9.9.9", "stable").await, Err(S3Error::VersionNotFound { .. })));
-    assert!(matches!(store.promote("web", "1.0.0", "Bad").await, Err(S3Error::InvalidChannel { .. })));
+    assert!(matches!(store.promote("web", "1.0.0", "Bad").await, Err(S3Error::Invalid(InvalidInput::Channel { .. }))));
     assert_eq!(read_json(&store, "images/web/channels.json").await, json!({"latest": "2.0.0", "stable": "1.1.0"}));
 
     // Concurrent promotes of different channels lose nothing (If-Match + retry).

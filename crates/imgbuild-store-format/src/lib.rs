@@ -17,6 +17,6 @@ pub mod verify;
 pub use hash::{Digests, MultiHasher, hash_reader, sha256_hex};
 pub use index::{Index, IndexEntry};
 pub use names::{Day, Version, check_name, compare, is_valid_channel, is_valid_version};
-pub use policy::{Backend, LATEST, Listed, Listing, Refusal};
+pub use policy::{Backend, ChannelError, InvalidInput, IoFailure, LATEST, Listed, Listing, Refusal};
 pub use sums::{Algo, BadLine, SumsEntry, format_sums, is_safe_file_name, parse_sums};
 pub use verify::{MANIFEST_FILE, Plan, Problem, VerifyReport, bad_files};

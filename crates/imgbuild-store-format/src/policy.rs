@@ -17,24 +17,47 @@ use crate::names::{Day, check_name, compare, is_valid_channel, is_valid_version}
 /// The channel every publish moves, and what a bare image name resolves to.
 pub const LATEST: &str = "latest";
 
+/// A name, version, channel or image reference that the store format does
+/// not allow. Every store reports it as it is: there is nothing
+/// store-specific to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidInput {
+    /// An image name that is not `[a-z0-9][a-z0-9._-]*`.
+    Name { name: String, reason: String },
+    /// Neither a semantic version nor `YYYY.MM.DD.N`.
+    Version { version: String },
+    /// A channel name that is not `[a-z][a-z0-9_-]*`.
+    Channel { channel: String },
+    /// Not `NAME`, `NAME@VERSION` or `NAME@CHANNEL`.
+    Spec { spec: String },
+}
+
+impl std::fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidInput::Name { reason, .. } => f.write_str(reason),
+            InvalidInput::Version { version } => write!(
+                f,
+                "invalid version `{version}`: expected a semantic version like `1.4.0` (optionally `-rc.1`) or a date version `YYYY.MM.DD.N`"
+            ),
+            InvalidInput::Channel { channel } => write!(
+                f,
+                "invalid channel `{channel}`: use 1-64 lowercase letters, digits, `-` or `_`, starting with a letter"
+            ),
+            InvalidInput::Spec { spec } => {
+                write!(f, "invalid image reference `{spec}`: expected NAME, NAME@VERSION or NAME@CHANNEL")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
 /// Why the policy refused a request. Each backend turns it into its own
 /// error type, which names the store's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    InvalidName {
-        name: String,
-        reason: String,
-    },
-    InvalidVersion {
-        version: String,
-    },
-    InvalidChannel {
-        channel: String,
-    },
-    /// Not `NAME`, `NAME@VERSION` or `NAME@CHANNEL`.
-    InvalidSpec {
-        spec: String,
-    },
+    Invalid(InvalidInput),
     /// The image has no published version.
     ImageNotFound {
         name: String,
@@ -43,35 +66,73 @@ pub enum Refusal {
         name: String,
         version: String,
     },
-    /// `available`: the channels that are set, sorted.
-    ChannelNotFound {
-        name: String,
-        channel: String,
-        available: Vec<String>,
-    },
-    /// A channel points at a version that is not published.
-    DanglingChannel {
-        name: String,
-        channel: String,
-        version: String,
-    },
+    Channel(ChannelError),
+}
+
+/// A channel that does not lead to a published version. Like
+/// [`InvalidInput`], every store reports it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelError {
+    /// The channel is not set; `available`: the channels that are, sorted.
+    NotSet { name: String, channel: String, available: Vec<String> },
+    /// The channel points at a version that is not published.
+    Dangling { name: String, channel: String, version: String },
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelError::NotSet { name, channel, available } if available.is_empty() => {
+                write!(f, "channel `{channel}` of image `{name}` is not set (the image has no channels)")
+            }
+            ChannelError::NotSet { name, channel, available } => {
+                write!(f, "channel `{channel}` of image `{name}` is not set (set: {})", available.join(", "))
+            }
+            ChannelError::Dangling { name, channel, version } => {
+                write!(f, "channel `{channel}` of image `{name}` points at {version}, which is not in the store")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+/// A file-system operation of a store that failed (`cannot {action} {path}`,
+/// the cause as the source).
+#[derive(Debug)]
+pub struct IoFailure {
+    pub action: &'static str,
+    pub path: std::path::PathBuf,
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot {} {}", self.action, self.path.display())
+    }
+}
+
+impl std::error::Error for IoFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 pub fn valid_name(name: &str) -> Result<(), Refusal> {
-    check_name(name).map_err(|reason| Refusal::InvalidName { name: name.to_string(), reason })
+    check_name(name).map_err(|reason| Refusal::Invalid(InvalidInput::Name { name: name.to_string(), reason }))
 }
 
 pub fn valid_version(version: &str) -> Result<(), Refusal> {
     match is_valid_version(version) {
         true => Ok(()),
-        false => Err(Refusal::InvalidVersion { version: version.to_string() }),
+        false => Err(Refusal::Invalid(InvalidInput::Version { version: version.to_string() })),
     }
 }
 
 pub fn valid_channel(channel: &str) -> Result<(), Refusal> {
     match is_valid_channel(channel) {
         true => Ok(()),
-        false => Err(Refusal::InvalidChannel { channel: channel.to_string() }),
+        false => Err(Refusal::Invalid(InvalidInput::Channel { channel: channel.to_string() })),
     }
 }
 
@@ -202,7 +263,7 @@ pub async fn channels<B: Backend>(b: &B, name: &str) -> Result<BTreeMap<String, 
 /// crash between publishing and moving it) the newest version is used.
 pub async fn resolve<B: Backend>(b: &B, spec: &str) -> Result<(String, String), B::Error> {
     let (name, selector) = spec.split_once('@').unwrap_or((spec, LATEST));
-    let invalid = || b.refuse(Refusal::InvalidSpec { spec: spec.to_string() });
+    let invalid = || b.refuse(Refusal::Invalid(InvalidInput::Spec { spec: spec.to_string() }));
     valid_name(name).map_err(|_| invalid())?;
     let version = if is_valid_version(selector) {
         selector.to_string()
@@ -221,11 +282,11 @@ async fn resolve_channel<B: Backend>(b: &B, name: &str, channel: &str) -> Result
     let channels = b.read_channels(name).await?;
     if let Some(version) = channels.get(channel) {
         if !b.has_manifest(name, version).await? {
-            return Err(b.refuse(Refusal::DanglingChannel {
+            return Err(b.refuse(Refusal::Channel(ChannelError::Dangling {
                 name: name.to_string(),
                 channel: channel.to_string(),
                 version: version.clone(),
-            }));
+            })));
         }
         return Ok(version.clone());
     }
@@ -235,11 +296,11 @@ async fn resolve_channel<B: Backend>(b: &B, name: &str, channel: &str) -> Result
             .pop()
             .ok_or_else(|| b.refuse(Refusal::ImageNotFound { name: name.to_string() }));
     }
-    Err(b.refuse(Refusal::ChannelNotFound {
+    Err(b.refuse(Refusal::Channel(ChannelError::NotSet {
         name: name.to_string(),
         channel: channel.to_string(),
         available: channels.into_keys().collect(),
-    }))
+    })))
 }
 
 /// Points `channel` at the published `name@version`; returns the version it
