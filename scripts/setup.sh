@@ -19,6 +19,8 @@ packages=(
     busybox
     # GNU time (/usr/bin/time -v) for scripts/bench-s3-rss.sh.
     time
+    # zstd: QEMU machine checkpoints are saved and restored through it.
+    zstd
 )
 
 # Python tools the tests use as real consumers and servers, in a private venv.

@@ -276,6 +276,7 @@ async fn type_and_read_back() {
         tag: "typing".into(),
         keepable: false,
         vga: true,
+        incoming: None,
     };
     let vm = Vm::launch(&cfg).await.unwrap();
     let console = vm.console_path.clone();

@@ -300,6 +300,7 @@ fn vm_config(q: &QemuBuilder, accel: accel::Accel, work_dir: &Path, tag: &str) -
         tag: tag.to_string(),
         keepable: false,
         vga: false,
+        incoming: None,
     }
 }
 

@@ -30,7 +30,18 @@ pub enum VmError {
     Port(#[source] std::io::Error),
     #[error("cannot move the installer CD-ROM behind the disk in the boot order")]
     BootOnce(#[source] super::qmp::QmpError),
+    #[error("cannot {what}")]
+    Checkpoint {
+        what: &'static str,
+        #[source]
+        source: super::qmp::QmpError,
+    },
+    #[error("migration {0}")]
+    Migration(String),
 }
+
+/// How long saving or restoring a machine's state may take.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -53,6 +64,10 @@ pub struct VmConfig {
     pub keepable: bool,
     /// A VGA device: installers driven by `boot_command` read the keyboard on their console.
     pub vga: bool,
+    /// Resume a checkpoint ([`Vm::checkpoint`]) instead of booting: the
+    /// machine state comes from this file, `disk` must be an overlay on the
+    /// checkpoint's disk layer, and every other device as when it was taken.
+    pub incoming: Option<PathBuf>,
 }
 
 pub struct Vm {
@@ -109,8 +124,11 @@ impl Vm {
         let vm =
             Vm { ssh_port: port, qmp_path, console_path, pid, pgid: pid.map(|p| p as i32), keep, exit, _task: task };
         vm.wait_started(&stderr_path).await?;
-        if cfg.cdrom.is_some() {
+        if cfg.cdrom.is_some() && cfg.incoming.is_none() {
             vm.boot_cdrom_once().await?;
+        }
+        if cfg.incoming.is_some() {
+            vm.wait_restored().await?;
         }
         Ok(vm)
     }
@@ -156,6 +174,44 @@ impl Vm {
     }
 
     /// `Some(description)` once QEMU has exited.
+    /// Saves the running guest so a later [`Vm::launch`] with `incoming` can
+    /// resume it exactly where it was (same boot, same processes): its RAM
+    /// and device state go to `state_file` (zstd), and the disk file it was
+    /// writing becomes a read-only layer, never written again, because the
+    /// guest goes on (when `resume`) on a new overlay `next_overlay` on it.
+    pub async fn checkpoint(&self, state_file: &Path, next_overlay: &Path, resume: bool) -> Result<(), VmError> {
+        let step = |what| move |source| VmError::Checkpoint { what, source };
+        let mut qmp = Qmp::connect(&self.qmp_path).await.map_err(step("connect to QMP"))?;
+        qmp.execute("stop", None).await.map_err(step("pause the guest"))?;
+        let overlay = serde_json::json!({
+            "device": "disk0",
+            "snapshot-file": next_overlay.display().to_string(),
+            "format": "qcow2",
+        });
+        qmp.execute("blockdev-snapshot-sync", Some(overlay)).await.map_err(step("move the disk onto a new overlay"))?;
+        let target = crate::communicator::shell_quote(&state_file.display().to_string());
+        let uri = format!("exec:zstd -q -1 -T0 -o {target}");
+        qmp.execute("migrate", Some(serde_json::json!({ "uri": uri }))).await.map_err(step("save the guest state"))?;
+        wait_migration(&mut qmp, "query-migrate").await?;
+        if resume {
+            qmp.execute("cont", None).await.map_err(step("resume the guest"))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until an incoming checkpoint is loaded, then lets the guest
+    /// run (a checkpoint is taken from a paused guest, so it arrives paused).
+    async fn wait_restored(&self) -> Result<(), VmError> {
+        let step = |what| move |source| VmError::Checkpoint { what, source };
+        let mut qmp = Qmp::connect(&self.qmp_path).await.map_err(step("connect to QMP"))?;
+        wait_migration(&mut qmp, "query-migrate").await?;
+        let status = qmp.execute("query-status", None).await.map_err(step("read the guest status"))?;
+        if status["status"].as_str() != Some("running") {
+            qmp.execute("cont", None).await.map_err(step("resume the guest"))?;
+        }
+        Ok(())
+    }
+
     pub fn exit_status(&self) -> Option<String> {
         self.exit.borrow().clone()
     }
@@ -249,6 +305,10 @@ fn qemu_args(cfg: &VmConfig, port: u16, qmp: &Path, console: &Path) -> Result<Ve
     push(&["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())]);
     push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{}", cfg.guest_ssh_port)]);
     push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
+    if let Some(state) = &cfg.incoming {
+        let path = crate::communicator::shell_quote(&state.display().to_string());
+        push(&["-incoming", &format!("exec:zstd -dcq {path}")]);
+    }
     let disk = format!("file={},format=qcow2,if=none,id=disk0,cache=unsafe,discard=unmap", cfg.disk.display());
     push(&["-drive", &disk]);
     match cfg.disk_interface {
@@ -286,4 +346,29 @@ fn uefi_files(cfg: &VmConfig) -> Result<(String, PathBuf), VmError> {
         std::io::copy(&mut std::fs::File::open(&vars_src).map_err(VmError::Port)?, &mut to).map_err(VmError::Port)?;
     }
     Ok((code, vars))
+}
+
+/// Polls the outgoing migration until it completes.
+async fn wait_migration(qmp: &mut Qmp, query: &str) -> Result<(), VmError> {
+    let deadline = tokio::time::Instant::now() + MIGRATION_TIMEOUT;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let info = qmp
+            .execute(query, None)
+            .await
+            .map_err(|source| VmError::Checkpoint { what: "read the migration status", source })?;
+        match info["status"].as_str().unwrap_or_default() {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => {
+                let why = info["error-desc"].as_str().unwrap_or("no reason given");
+                return Err(VmError::Migration(format!("failed: {why}")));
+            }
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(VmError::Migration(format!("did not finish within {MIGRATION_TIMEOUT:?}")));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
 }
