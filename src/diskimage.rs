@@ -27,11 +27,19 @@ pub async fn virtual_size(path: &Path) -> Result<u64, ProcessError> {
     Ok(info(path).await?["virtual-size"].as_u64().unwrap_or(0))
 }
 
-/// A qcow2 overlay at `overlay` on `base`, which is never written to.
-pub async fn create_overlay(base: &Path, overlay: &Path) -> Result<(), ProcessError> {
-    let base_format = format(base).await?;
+/// A new owner-only qcow2 image at `path`: an overlay on `base` (which is
+/// never written to) or, without one, a blank disk. `size` in bytes; an
+/// overlay without one is as large as its base.
+pub async fn create_qcow2(path: &Path, base: Option<&Path>, size: Option<u64>) -> Result<(), ProcessError> {
     let mut cmd = Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"]).arg(base).arg(overlay);
+    cmd.args(["create", "-q", "-f", "qcow2"]);
+    if let Some(base) = base {
+        cmd.arg("-F").arg(format(base).await?).arg("-b").arg(base);
+    }
+    cmd.arg(path);
+    if let Some(size) = size {
+        cmd.arg(size.to_string());
+    }
     crate::process::owner_only_files(&mut cmd);
     run_capture(cmd, QEMU_IMG_TIMEOUT).await?;
     Ok(())

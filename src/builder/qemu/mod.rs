@@ -134,21 +134,18 @@ impl Step<BuildState> for CreateDisk {
         let work = BuildState::require(&state.work_dir, "the work directory")?;
         let source = BuildState::require(&state.source, "the source image")?;
         let disk = work.join("disk.qcow2");
-        let mut cmd = Command::new("qemu-img");
         if matches!(state.loaded.template.source, Some(Source::Iso { .. })) {
             // An installer writes a blank disk; the ISO is attached as a CD-ROM.
             let size = q.disk_size.map_or(8 << 30, |s| s.bytes());
-            cmd.args(["create", "-q", "-f", "qcow2"]).arg(&disk).arg(size.to_string());
+            diskimage::create_qcow2(&disk, None, Some(size)).await?;
         } else {
-            let base_format = diskimage::format(&source.path).await?;
-            cmd.args(["create", "-q", "-f", "qcow2", "-F", &base_format, "-b"]).arg(&source.path).arg(&disk);
-            if let Some(size) = q.disk_size {
-                let base_size = diskimage::virtual_size(&source.path).await?;
-                cmd.arg(size.bytes().max(base_size).to_string());
-            }
+            // Grown to `disk_size`, never shrunk below the base.
+            let size = match q.disk_size {
+                Some(size) => Some(size.bytes().max(diskimage::virtual_size(&source.path).await?)),
+                None => None,
+            };
+            diskimage::create_qcow2(&disk, Some(&source.path), size).await?;
         }
-        crate::process::owner_only_files(&mut cmd);
-        run_capture(cmd, diskimage::QEMU_IMG_TIMEOUT).await?;
         state.qemu.disk = Some(disk);
         Ok(())
     }
@@ -414,7 +411,7 @@ impl QemuBooter {
     async fn boot_overlay(&self, image: &Path, tag: &str, cancel: &CancellationToken) -> Result<FreshBoot, QemuError> {
         let q = &self.cfg;
         let disk = self.work_dir.join(format!("{tag}-disk.qcow2"));
-        diskimage::create_overlay(image, &disk).await?;
+        diskimage::create_qcow2(&disk, Some(image), None).await?;
         let seed_path = self.work_dir.join(format!("{tag}-seed.img"));
         let (key, seed) = match (self.wants_seed, &self.build_key) {
             (false, Some(key)) => (key.clone(), None),
