@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use imgbuild::builder::qemu::accel::Accel;
 use imgbuild::builder::qemu::seed;
 use imgbuild::builder::qemu::vm::{Vm, VmConfig};
 use imgbuild::communicator::{CollectSink, KeyPair, OutputStream, SshAuth, SshClient, SshTarget, wait_for_ssh};
@@ -73,25 +72,7 @@ async fn checkpoint_and_resume() {
     };
     let seed_path = work.join("seed.img");
     seed::write_seed_image(&seed_path, &seed::meta_data(&spec), &seed::user_data(&spec).unwrap()).unwrap();
-    let cfg = VmConfig {
-        qemu_binary: "qemu-system-x86_64".into(),
-        accel: Accel::Tcg,
-        machine: "q35".into(),
-        cpus: 1,
-        memory_mib: 512,
-        disk: first.clone(),
-        disk_interface: imgbuild::template::DiskInterface::Virtio,
-        seed: Some(seed_path),
-        cdrom: None,
-        firmware: imgbuild::template::Firmware::Bios,
-        extra_args: Vec::new(),
-        guest_ssh_port: 22,
-        dir: work.to_path_buf(),
-        tag: "original".into(),
-        keepable: false,
-        vga: false,
-        incoming: None,
-    };
+    let cfg = VmConfig { seed: Some(seed_path), ..test_vm(work, first.clone(), "original") };
     let vm = Vm::launch(&cfg).await.unwrap();
     let client = connect(&vm, &key).await;
     // On disk, and only in memory: a process that has run since before the checkpoint.

@@ -247,7 +247,7 @@ fn typing_round_trip_of_every_printable_character() {
 }
 
 async fn type_and_read_back() {
-    use imgbuild::builder::qemu::{accel::Accel, iso, keys, qmp::Qmp, vm::Vm, vm::VmConfig};
+    use imgbuild::builder::qemu::{iso, keys, qmp::Qmp, vm::Vm, vm::VmConfig};
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("blank.qcow2");
     assert!(
@@ -260,23 +260,9 @@ async fn type_and_read_back() {
             .success()
     );
     let cfg = VmConfig {
-        qemu_binary: "qemu-system-x86_64".into(),
-        accel: Accel::Tcg,
-        machine: "q35".into(),
-        cpus: 1,
-        memory_mib: 512,
-        disk,
-        disk_interface: imgbuild::template::DiskInterface::Virtio,
-        seed: None,
         cdrom: Some(installer_dir().join("installer.iso")),
-        firmware: imgbuild::template::Firmware::Bios,
-        extra_args: Vec::new(),
-        guest_ssh_port: 22,
-        dir: dir.path().to_path_buf(),
-        tag: "typing".into(),
-        keepable: false,
         vga: true,
-        incoming: None,
+        ..test_vm(dir.path(), disk, "typing")
     };
     let vm = Vm::launch(&cfg).await.unwrap();
     let console = vm.console_path.clone();

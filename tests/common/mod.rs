@@ -179,3 +179,27 @@ pub fn installer_dir() -> PathBuf {
     })
     .clone()
 }
+
+/// A small TCG guest with `disk` in `dir`: what the tests that drive `Vm`
+/// directly share; each sets its seed, CD-ROM or display on top.
+pub fn test_vm(dir: &Path, disk: PathBuf, tag: &str) -> imgbuild::builder::qemu::vm::VmConfig {
+    imgbuild::builder::qemu::vm::VmConfig {
+        qemu_binary: "qemu-system-x86_64".into(),
+        accel: imgbuild::builder::qemu::accel::Accel::Tcg,
+        machine: "q35".into(),
+        cpus: 1,
+        memory_mib: 512,
+        disk,
+        disk_interface: imgbuild::template::DiskInterface::Virtio,
+        seed: None,
+        cdrom: None,
+        firmware: imgbuild::template::Firmware::Bios,
+        extra_args: Vec::new(),
+        guest_ssh_port: 22,
+        dir: dir.to_path_buf(),
+        tag: tag.into(),
+        keepable: false,
+        vga: false,
+        incoming: None,
+    }
+}
